@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// The libuv pool serves every fs call of the daemon; 4 threads are too few
+// for concurrent FUSE requests. Read lazily by libuv, so set it before any I/O.
+if (process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '16'
+
+import type { LevelWithSilent } from 'pino'
+import { CliError } from './errors'
+import { LOG_LEVELS, makeLogger } from './log'
+import { DAEMON_FLAG, daemonize, serve } from './mount'
+import { validateLayers } from './validate'
+import { parseMountOptions } from '../fuse/options'
+
+const USAGE = `usage:
+  ovlfs [-f] [-d] [--log-level LEVEL] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
+  ovlfs SOURCE MOUNTPOINT -o OPTS            (the form mount.fuse uses)
+  ovlfs layers [--docker-root DIR] REF [--json]
+  ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force]`
+
+interface MountArgs {
+  foreground: boolean
+  debug: boolean
+  level: LevelWithSilent
+  optionLists: string[]
+  positionals: string[]
+  daemon: boolean
+}
+
+export function parseMountArgs (argv: readonly string[]): MountArgs {
+  const a: MountArgs = { foreground: false, debug: false, level: 'warn', optionLists: [], positionals: [], daemon: false }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '-f') a.foreground = true
+    else if (arg === '-d' || arg === '--debug') { a.debug = true; a.foreground = true; a.level = 'debug' } else if (arg === '-s') { /* libfuse's single-thread flag: accepted, requests are async anyway */ } else if (arg === DAEMON_FLAG) a.daemon = true
+    else if (arg === '--log-level') a.level = logLevel(argv[++i])
+    else if (arg.startsWith('--log-level=')) a.level = logLevel(arg.slice('--log-level='.length))
+    else if (arg === '-o') {
+      const v = argv[++i]
+      if (v === undefined) throw new CliError('-o needs an option list')
+      a.optionLists.push(v)
+    } else if (arg.startsWith('-o')) a.optionLists.push(arg.slice(2))
+    else if (arg.startsWith('-') && arg !== '-') throw new CliError(`unknown flag: ${arg}\n${USAGE}`)
+    else a.positionals.push(arg)
+  }
+  return a
+}
+
+function logLevel (v: string | undefined): LevelWithSilent {
+  if (v === undefined || !LOG_LEVELS.includes(v)) throw new CliError(`--log-level takes one of ${LOG_LEVELS.join(', ')}`)
+  return v as LevelWithSilent
+}
+
+async function mountMain (argv: readonly string[]): Promise<number> {
+  const args = parseMountArgs(argv)
+  if (args.positionals.length < 1 || args.positionals.length > 2) throw new CliError(`expected a MOUNTPOINT (or SOURCE MOUNTPOINT)\n${USAGE}`)
+  const mountpoint = args.positionals[args.positionals.length - 1] as string
+  const options = parseMountOptions(args.optionLists)
+  if (options.fsname === undefined && args.positionals.length === 2) options.fsname = args.positionals[0]
+  const layers = validateLayers(options, mountpoint)
+  if (!args.daemon) {
+    for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${o} is not implemented yet; ignored\n`)
+  }
+  if (!args.foreground && !args.daemon) return await daemonize(argv, __filename)
+  const log = makeLogger(args.level)
+  return await serve({ layers, options, log, daemon: args.daemon })
+}
+
+export async function main (argv: readonly string[]): Promise<number> {
+  const [first, ...rest] = argv
+  if (first === '-h' || first === '--help') {
+    process.stdout.write(USAGE + '\n')
+    return 0
+  }
+  if (first === 'layers') return await (await import('./layers')).layersCommand(rest)
+  if (first === 'mount-image') return await (await import('./mount-image')).mountImageCommand(rest)
+  return await mountMain(argv)
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+      // A mount leaves the FUSE thread behind; end the process once the mount command is done.
+      if (!['layers', 'mount-image', '-h', '--help'].includes(process.argv[2] ?? '')) process.exit(code)
+    },
+    (err: unknown) => {
+      const message = err instanceof CliError ? err.message : `internal error: ${String((err as Error)?.message ?? err)}`
+      process.stderr.write(`ovlfs: ${message}\n`)
+      process.exit(err instanceof CliError ? err.exitCode : 1)
+    },
+  )
+}

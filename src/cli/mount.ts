@@ -1,0 +1,118 @@
+import { spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import type { Logger } from 'pino'
+import { Engine } from '../engine/engine'
+import { makeOps } from '../fuse/adapter'
+import { FuseMount } from '../fuse/binding'
+import type { MountOptions } from '../fuse/options'
+import { CliError } from './errors'
+import { mountIdsAt, type ValidatedLayers } from './validate'
+
+/** File descriptor on which a daemon child reports readiness to the command that started it. */
+const STATUS_FD = 3
+export const DAEMON_FLAG = '--ovlfs-daemon'
+
+/**
+ * Start the daemon as a detached child and return once the mount is live
+ * (exit 0), or with the child's one-line error (exit 1). The child has no
+ * stdio of ours, so whoever reads our output sees EOF when we exit.
+ */
+export async function daemonize (argv: readonly string[], script: string): Promise<number> {
+  const child = spawn(process.execPath, [script, ...argv, DAEMON_FLAG], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { UV_THREADPOOL_SIZE: '16', ...process.env },
+  })
+  const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy: () => void } | null | undefined
+  if (status === null || status === undefined) throw new CliError('could not start the daemon (no status pipe)')
+  let text = ''
+  status.setEncoding('utf8')
+  const result = await new Promise<{ ready: boolean, error?: string }>((resolve) => {
+    status.on('data', (chunk: string) => {
+      text += chunk
+      for (const line of text.split('\n').slice(0, -1)) {
+        const msg = JSON.parse(line) as { ready?: boolean, error?: string }
+        if (msg.ready === true) resolve({ ready: true })
+        if (msg.error !== undefined) resolve({ ready: false, error: msg.error })
+      }
+    })
+    status.on('end', () => resolve({ ready: false, error: 'the daemon exited before the mount was live' }))
+    child.on('error', (err) => resolve({ ready: false, error: `could not start the daemon: ${err.message}` }))
+  })
+  status.destroy()
+  child.unref()
+  if (!result.ready) throw new CliError(result.error ?? 'mount failed')
+  return 0
+}
+
+export interface ServeRequest {
+  layers: ValidatedLayers
+  options: MountOptions
+  log: Logger
+  /** Set when started by daemonize(): report readiness on STATUS_FD. */
+  daemon: boolean
+}
+
+/**
+ * Serve the mount in this process until it is unmounted (umount, fusermount
+ * -u) or we get SIGTERM/SIGINT (then we unmount); resolves with exit code 0.
+ */
+export async function serve (req: ServeRequest): Promise<number> {
+  const { layers, options, log } = req
+  const report = (msg: object): void => {
+    if (req.daemon) fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n')
+  }
+  let fuse: FuseMount
+  try {
+    // Modes arrive from the kernel with the caller's umask applied; ours must not apply twice.
+    process.umask(0)
+    const engine = await Engine.open({
+      lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile,
+    })
+    log.debug({ features: engine.features }, 'engine ready')
+    const timeout = String(options.timeout)
+    const extra = ['use_ino', 'big_writes', `entry_timeout=${timeout}`, `attr_timeout=${timeout}`, `negative_timeout=${timeout}`, ...options.fuseOptions]
+    if (!extra.includes('default_permissions')) extra.push('default_permissions')
+    // hard_remove + nullpathOk: unlinking an open file removes it at once (no .fuse_hidden
+    // files in the upper layer); its open handles keep working through their fds.
+    extra.push('hard_remove')
+    fuse = new FuseMount(layers.mountpoint, makeOps(engine, () => fuse.context(), log), {
+      fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: extra, nullpathOk: true, timeout: false,
+    })
+    await fuse.mount()
+  } catch (err) {
+    const message = err instanceof CliError ? err.message : `mount failed: ${(err as Error).message}`
+    report({ error: message })
+    throw new CliError(message)
+  }
+  const ids = mountIdsAt(layers.mountpoint).filter(m => m.fstype === 'fuse.ovlfs').map(m => m.id)
+  const mountId = ids[ids.length - 1]
+  log.info({ mountpoint: layers.mountpoint, mountId }, 'mounted')
+  report({ ready: true })
+  if (req.daemon) fs.closeSync(STATUS_FD)
+
+  return await new Promise<number>((resolve) => {
+    let done = false
+    const finish = (why: string): void => {
+      if (done) return
+      done = true
+      clearInterval(timer)
+      log.info({ why }, 'unmounted')
+      resolve(0)
+    }
+    const timer = setInterval(() => {
+      const stillThere = mountIdsAt(layers.mountpoint).some(m => m.id === mountId)
+      if (!stillThere) finish('unmounted from outside')
+    }, 250)
+    const onSignal = (sig: string): void => {
+      log.info({ sig }, 'signal: unmounting')
+      fuse.unmount().then(() => finish(sig), (err: unknown) => {
+        log.error({ err: String(err) }, 'unmount failed')
+        finish(sig)
+      })
+    }
+    fuse.unmounted.then(() => finish('session ended'), () => {})
+    process.once('SIGTERM', () => onSignal('SIGTERM'))
+    process.once('SIGINT', () => onSignal('SIGINT'))
+  })
+}

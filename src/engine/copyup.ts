@@ -1,0 +1,126 @@
+import { promises as fsp, type BigIntStats } from 'node:fs'
+import { copyData, fsyncPath, llistxattr, lgetxattr, lsetxattr, mknod, utimensat } from '../native/sys'
+import { OvlError, codeOf } from './errors'
+import { encodeOrigin } from './inode'
+import { type Layer, realPath, splitPath } from './layers'
+import { type Lookup, type Node, hitPath } from './lookup'
+import type { WorkDir } from './workdir'
+import type { OverlayXattrs } from './xattrs'
+
+export interface CopyUpOptions {
+  /** Copy the file's data too (false for an open with O_TRUNC or a truncate to 0). */
+  readonly data: boolean
+}
+
+/**
+ * Copy-up: bring a lower object into the upper layer before its first change,
+ * parents first, each with its own metadata. The copy is built in the work
+ * directory (data, owner, mode, every xattr but overlay-private ones, times,
+ * and the origin record that keeps st_ino stable) and renamed into place, so
+ * no half-copied object is ever visible, even after a crash.
+ */
+export class CopyUp {
+  private readonly inflight = new Map<string, Promise<Node>>()
+
+  constructor (
+    private readonly lookup: Lookup,
+    private readonly upper: Layer,
+    private readonly work: WorkDir,
+    private readonly xattrs: OverlayXattrs,
+    private readonly sync: boolean,
+    private readonly onCopiedUp: (path: string) => void,
+  ) {}
+
+  /** The node of `path` with its top in the upper layer, copying it (and its parents) up first. */
+  async ensure (node: Node, opts: CopyUpOptions = { data: true }): Promise<Node> {
+    if (node.top.layer.isUpper) return node
+    let p = this.inflight.get(node.path)
+    if (p === undefined) {
+      p = this.copy(node, opts)
+      this.inflight.set(node.path, p)
+      void p.finally(() => this.inflight.delete(node.path)).catch(() => {})
+    }
+    return await p
+  }
+
+  /** Make sure the directory `path` exists in the upper layer (copying up the chain). */
+  async ensureDir (path: string): Promise<Node> {
+    const node = await this.lookup.get(path)
+    if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path || '/'}`)
+    return await this.ensure(node)
+  }
+
+  private async copy (node: Node, opts: CopyUpOptions): Promise<Node> {
+    const [parentPath] = splitPath(node.path)
+    await this.ensureDir(parentPath)
+    const src = hitPath(node.top)
+    const st = await fsp.lstat(src, { bigint: true })
+    const tmp = this.work.temp()
+    try {
+      await this.createCopy(src, tmp, st, opts)
+      if (st.isDirectory() || st.nlink === 1n) await lsetxattr(tmp, this.xattrs.origin, encodeOrigin(node.ino))
+      // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
+      await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+      if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+      await copyXattrs(src, tmp)
+      await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
+      if (this.sync && st.isFile()) await fsyncPath(tmp)
+      await fsp.rename(tmp, realPath(this.upper, node.path))
+    } catch (err) {
+      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+      throw err
+    }
+    this.lookup.invalidate(node.path)
+    this.onCopiedUp(node.path)
+    const copied = await this.lookup.get(node.path)
+    if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
+    return copied
+  }
+
+  private async createCopy (src: string, tmp: string, st: BigIntStats, opts: CopyUpOptions): Promise<void> {
+    if (st.isDirectory()) {
+      await fsp.mkdir(tmp, { mode: 0o700 })
+    } else if (st.isFile()) {
+      if (opts.data) await copyData(src, tmp, 0o600)
+      else await (await fsp.open(tmp, 'wx', 0o600)).close()
+    } else if (st.isSymbolicLink()) {
+      await fsp.symlink(await fsp.readlink(src), tmp)
+    } else {
+      // fifos, sockets, character and block devices stay what they are.
+      await mknod(tmp, Number(st.mode), Number(st.rdev))
+    }
+  }
+}
+
+/** Copy every xattr but overlay-private ones (which would change the meaning of the copy). */
+export async function copyXattrs (src: string, dst: string): Promise<void> {
+  let names: string[]
+  try {
+    names = await llistxattr(src)
+  } catch (err) {
+    if (isUnsupported(err)) return
+    throw err
+  }
+  for (const name of names) {
+    if (name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.')) continue
+    const value = await lgetxattr(src, name)
+    if (value === null) continue
+    try {
+      await lsetxattr(dst, name, value)
+    } catch (err) {
+      if (!isUnsupported(err)) throw err
+    }
+  }
+}
+
+function isUnsupported (err: unknown): boolean {
+  const c = codeOf(err)
+  return c === 'EOPNOTSUPP' || c === 'ENOTSUP'
+}
+
+export function nsToTimespec (ns: bigint): { sec: number, nsec: number } {
+  const sec = ns / 1_000_000_000n
+  let nsec = ns % 1_000_000_000n
+  if (nsec < 0n) nsec += 1_000_000_000n
+  return { sec: Number(ns < 0n && nsec !== 0n ? sec - 1n : sec), nsec: Number(nsec) }
+}

@@ -1,0 +1,594 @@
+import * as fs from 'node:fs'
+import { promises as fsp, type BigIntStats } from 'node:fs'
+import { promisify } from 'node:util'
+import {
+  RENAME_EXCHANGE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, type Timespec,
+  fsyncPath, lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, renameat2, statfs, utimensat,
+} from '../native/sys'
+import { CopyUp } from './copyup'
+import { OvlError, codeOf } from './errors'
+import { Handles, closeFd, openFd, type OpenFile } from './handles'
+import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
+import { Lookup, type Node, hitPath } from './lookup'
+import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
+import { aufsWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
+import { WorkDir } from './workdir'
+import { isPrivateXattr, overlayXattrs, type OverlayXattrs, type XattrNamespace } from './xattrs'
+
+const C = fs.constants
+const S_IFMT = 0o170000
+const S_IFCHR = 0o020000
+const S_ISGID = 0o2000
+const O_ACCMODE = 3
+
+/** Who asks: the FUSE caller's fsuid/fsgid, used as owner of what it creates. */
+export interface Caller {
+  readonly uid: number
+  readonly gid: number
+}
+
+export interface EngineOptions extends LayerStackConfig {
+  /** Skip fsync of copy-ups and of fsync() calls (`volatile`). */
+  readonly volatile?: boolean
+  readonly maxNodes?: number
+  readonly maxListingEntries?: number
+}
+
+/** Attributes of a merged object, ready for FUSE (ns times; st_ino as the merge defines it). */
+export interface Attr {
+  mode: number
+  uid: number
+  gid: number
+  size: number
+  nlink: number
+  ino: number
+  rdev: number
+  blksize: number
+  blocks: number
+  atimeNs: bigint
+  mtimeNs: bigint
+  ctimeNs: bigint
+}
+
+export interface Statfs {
+  bsize: number
+  frsize: number
+  blocks: number
+  bfree: number
+  bavail: number
+  files: number
+  ffree: number
+  favail: number
+  fsid: number
+  flag: number
+  namemax: number
+}
+
+const readP = promisify(fs.read)
+const writeP = promisify(fs.write)
+const fsyncP = promisify(fs.fsync)
+const fdatasyncP = promisify(fs.fdatasync)
+const ftruncateP = promisify(fs.ftruncate)
+const fstatP = promisify(fs.fstat) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>
+
+/**
+ * The merge engine: every filesystem operation on merged paths ('' is the
+ * root, '/a/b' below it), with the kernel overlayfs's semantics, on plain
+ * directories. Free of FUSE: the adapter in src/fuse maps requests onto it.
+ */
+export class Engine {
+  readonly stack: LayerStack
+  readonly lookup: Lookup
+  readonly handles = new Handles()
+  private readonly copyUp: CopyUp | undefined
+  private readonly work: WorkDir | undefined
+  private readonly whiteoutStyle: WhiteoutStyle
+  private readonly xattrs: OverlayXattrs
+  private readonly sync: boolean
+
+  private constructor (
+    readonly options: EngineOptions,
+    probed: { work?: WorkDir, whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace },
+  ) {
+    this.stack = new LayerStack(options, (dir) => fs.statSync(dir).dev)
+    this.sync = options.volatile !== true
+    this.work = probed.work
+    this.whiteoutStyle = probed.whiteouts
+    this.xattrs = overlayXattrs(probed.xattrNamespace)
+    this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries })
+    const upper = this.stack.upper
+    if (upper !== undefined && this.work !== undefined) {
+      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, (p) => this.handles.markCopiedUp(p))
+    }
+  }
+
+  /**
+   * Build an engine. With an upper layer: clears the work dir's leftovers and
+   * probes what the upper filesystem allows (char-dev whiteouts, trusted.* xattrs).
+   */
+  static async open (options: EngineOptions): Promise<Engine> {
+    if (options.upperdir === undefined) return new Engine(options, { whiteouts: 'chardev', xattrNamespace: 'trusted' })
+    if (options.workdir === undefined) throw new OvlError('EINVAL', 'upperdir needs a workdir')
+    const work = new WorkDir(options.workdir)
+    await work.prepare()
+    const probe = await work.probe()
+    return new Engine(options, { work, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace })
+  }
+
+  get features (): { whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace, readOnly: boolean } {
+    return { whiteouts: this.whiteoutStyle, xattrNamespace: this.xattrs.namespace, readOnly: this.stack.readOnly }
+  }
+
+  // ---- reading -------------------------------------------------------------
+
+  async getattr (path: string): Promise<Attr> {
+    const node = await this.lookup.get(path)
+    const st = node.top.layer.isUpper ? await fsp.lstat(hitPath(node.top), { bigint: true }) : node.stat
+    return attrOf(st, node.ino, node.isDir && node.dirs.length > 1)
+  }
+
+  /** Attributes through an open file (also after its name was unlinked). */
+  async fgetattr (h: OpenFile): Promise<Attr> {
+    return attrOf(await fstatP(h.fd, { bigint: true }), h.ino, false)
+  }
+
+  async readdir (path: string): Promise<DirEntry[]> {
+    const node = await this.lookup.get(path)
+    if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path || '/'}`)
+    return await mergedEntries(this.lookup, node)
+  }
+
+  /**
+   * The merged listing with each entry's merged st_ino, so that d_ino agrees
+   * with stat's st_ino (as the kernel's overlayfs makes it agree). Resolving
+   * the entries also warms the lookup cache for the stat calls that follow.
+   */
+  async readdirWithIno (path: string): Promise<Array<DirEntry & { ino: number }>> {
+    const entries = await this.readdir(path)
+    return await mapLimit(entries, 64, async (e) => {
+      const child = await this.lookup.resolve(joinPath(path, e.name)).catch(() => null)
+      return { ...e, ino: child?.ino ?? 1 }
+    })
+  }
+
+  async readlink (path: string): Promise<string> {
+    const node = await this.lookup.get(path)
+    if (!node.stat.isSymbolicLink()) throw new OvlError('EINVAL', `not a symlink: ${path}`)
+    return await fsp.readlink(hitPath(node.top))
+  }
+
+  async statfs (): Promise<Statfs> {
+    return await statfs((this.stack.layers[0] ?? { root: '/' }).root)
+  }
+
+  async getxattr (path: string, name: string): Promise<Buffer | null> {
+    if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
+    const node = await this.lookup.get(path)
+    return await lgetxattr(hitPath(node.top), name)
+  }
+
+  async listxattr (path: string): Promise<string[]> {
+    const node = await this.lookup.get(path)
+    const names = await llistxattr(hitPath(node.top))
+    return names.filter(n => !isPrivateXattr(n, this.xattrs.namespace))
+  }
+
+  // ---- open files ----------------------------------------------------------
+
+  async open (path: string, flags: number): Promise<OpenFile> {
+    let node = await this.lookup.get(path)
+    const writes = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0
+    if (writes) {
+      node = await this.writable(node, { data: (flags & C.O_TRUNC) === 0 })
+    }
+    const real = hitPath(node.top)
+    const fd = await openFd(real, (flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY)) | C.O_NOFOLLOW)
+    if (writes) this.lookup.invalidate(path)
+    return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), node.top.layer.isUpper, path, node.ino)
+  }
+
+  async create (path: string, mode: number, flags: number, caller: Caller): Promise<OpenFile> {
+    const openFlags = (flags & ~(C.O_EXCL | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW
+    let fd = -1
+    await this.createObject(path, caller, false, async (target) => {
+      fd = await openFd(target, openFlags, mode & 0o7777)
+    })
+    const node = await this.lookup.get(path)
+    return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
+  }
+
+  async read (h: OpenFile, path: string | null, buf: Buffer, len: number, pos: number): Promise<number> {
+    if (h.stale && path !== null) await this.handles.refresh(h, hitPath((await this.lookup.get(path)).top))
+    const { bytesRead } = await readP(h.fd, buf, 0, len, pos)
+    return bytesRead
+  }
+
+  async write (h: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
+    const { bytesWritten } = await writeP(h.fd, buf, 0, len, pos)
+    return bytesWritten
+  }
+
+  async release (h: OpenFile): Promise<void> {
+    this.handles.remove(h.id)
+    await closeFd(h.fd)
+  }
+
+  async fsync (h: OpenFile, datasync: boolean): Promise<void> {
+    if (!this.sync) return
+    await (datasync ? fdatasyncP(h.fd) : fsyncP(h.fd))
+  }
+
+  async ftruncate (h: OpenFile, size: number): Promise<void> {
+    if (!h.upper) throw new OvlError('EBADF', 'file not open for writing')
+    await ftruncateP(h.fd, size)
+  }
+
+  // ---- changing attributes (copy-up first) -----------------------------------
+
+  async chmod (path: string, mode: number): Promise<void> {
+    const node = await this.writable(await this.lookup.get(path))
+    await fsp.chmod(hitPath(node.top), mode & 0o7777)
+    this.lookup.invalidate(path)
+  }
+
+  async chown (path: string, uid: number, gid: number): Promise<void> {
+    const node = await this.writable(await this.lookup.get(path))
+    await fsp.lchown(hitPath(node.top), uid, gid)
+    this.lookup.invalidate(path)
+  }
+
+  async utimens (path: string, atime: Timespec, mtime: Timespec): Promise<void> {
+    const node = await this.writable(await this.lookup.get(path))
+    await utimensat(hitPath(node.top), atime, mtime, true)
+    this.lookup.invalidate(path)
+  }
+
+  async truncate (path: string, size: number): Promise<void> {
+    const found = await this.lookup.get(path)
+    if (found.isDir) throw new OvlError('EISDIR', `is a directory: ${path}`)
+    const node = await this.writable(found, { data: size !== 0 })
+    await fsp.truncate(hitPath(node.top), size)
+    this.lookup.invalidate(path)
+  }
+
+  async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
+    const node = await this.writable(await this.lookup.get(path))
+    await lsetxattr(hitPath(node.top), name, value, flags)
+    this.lookup.invalidate(path)
+  }
+
+  async removexattr (path: string, name: string): Promise<void> {
+    if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
+    let node = await this.lookup.get(path)
+    this.assertWritable()
+    // As the kernel: removing an xattr the lower file does not have fails without a copy-up.
+    if (!node.top.layer.isUpper && await lgetxattr(hitPath(node.top), name) === null) {
+      throw new OvlError('ENODATA', `no xattr ${name} on ${path}`)
+    }
+    node = await this.writable(node)
+    await lremovexattr(hitPath(node.top), name)
+    this.lookup.invalidate(path)
+  }
+
+  // ---- creating --------------------------------------------------------------
+
+  async mkdir (path: string, mode: number, caller: Caller): Promise<void> {
+    await this.createObject(path, caller, true, async (target) => {
+      await fsp.mkdir(target, { mode: mode & 0o7777 })
+    })
+  }
+
+  async mknod (path: string, mode: number, dev: number, caller: Caller): Promise<void> {
+    if ((mode & S_IFMT) === 0o100000 || (mode & S_IFMT) === 0) {
+      await this.createObject(path, caller, false, async (target) => {
+        await closeFd(await openFd(target, C.O_CREAT | C.O_EXCL | C.O_WRONLY, mode & 0o7777))
+      })
+      return
+    }
+    await this.createObject(path, caller, false, async (target) => {
+      await mknod(target, mode, dev)
+    })
+  }
+
+  async symlink (target: string, path: string, caller: Caller): Promise<void> {
+    await this.createObject(path, caller, false, async (real) => {
+      await fsp.symlink(target, real)
+    })
+  }
+
+  async link (src: string, dst: string): Promise<void> {
+    const s = await this.lookup.get(src)
+    if (s.isDir) throw new OvlError('EPERM', `cannot hard-link a directory: ${src}`)
+    const up = await this.writable(s)
+    // No owner change: a hard link shares the inode, whose owner stays.
+    await this.createObject(dst, undefined, false, async (real) => {
+      await fsp.link(hitPath(up.top), real)
+    })
+    this.lookup.invalidate(src)
+  }
+
+  /**
+   * Create a new object at `path` in the upper layer, with the caller as owner.
+   * Over an upper whiteout the object is built in the work dir and renamed in
+   * (a directory made there is opaque, so the lower one stays hidden).
+   */
+  private async createObject (path: string, caller: Caller | undefined, isDir: boolean, make: (real: string) => Promise<void>): Promise<void> {
+    this.assertWritable()
+    const [parentPath, name] = splitPath(path)
+    const parent = await this.ensureDir(parentPath)
+    if (await this.lookup.resolve(path) !== null) throw new OvlError('EEXIST', `file exists: ${path}`)
+    const target = realPath(parent.top.layer, joinPath(parent.top.rel, name))
+    const overWhiteout = await isWhiteoutAt(target)
+    const aufsWh = realPath(parent.top.layer, joinPath(parent.top.rel, aufsWhiteoutName(name)))
+    const overAufsWhiteout = await existsNoFollow(aufsWh)
+    const owner = caller !== undefined ? await this.ownerFor(hitPath(parent.top), caller) : undefined
+    const finish = async (real: string): Promise<void> => {
+      if (owner !== undefined) await fsp.lchown(real, owner.uid, owner.gid)
+      if (isDir && owner?.setgid === true) {
+        const st = await fsp.lstat(real)
+        await fsp.chmod(real, (st.mode & 0o7777) | S_ISGID)
+      }
+    }
+    if (!overWhiteout && !overAufsWhiteout) {
+      await make(target)
+      try {
+        await finish(target)
+      } catch (err) {
+        await fsp.rm(target, { recursive: true, force: true }).catch(() => {})
+        throw err
+      }
+    } else {
+      const tmp = this.requireWork().temp()
+      try {
+        await make(tmp)
+        await finish(tmp)
+        if (isDir && await this.lookup.lowerPositive(path)) await lsetxattr(tmp, this.xattrs.opaque, Buffer.from('y'))
+        if (overWhiteout && isDir) {
+          await renameat2(tmp, target, RENAME_EXCHANGE)
+        } else {
+          await fsp.rename(tmp, target)
+        }
+      } finally {
+        await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+      }
+      if (overAufsWhiteout) await fsp.unlink(aufsWh).catch(() => {})
+    }
+    this.lookup.invalidate(path)
+  }
+
+  private async ownerFor (parentReal: string, caller: Caller): Promise<{ uid: number, gid: number, setgid: boolean }> {
+    const pst = await fsp.lstat(parentReal)
+    const setgid = (pst.mode & S_ISGID) !== 0
+    return { uid: caller.uid, gid: setgid ? pst.gid : caller.gid, setgid }
+  }
+
+  // ---- removing --------------------------------------------------------------
+
+  async unlink (path: string): Promise<void> {
+    this.assertWritable()
+    const node = await this.lookup.get(path)
+    if (node.isDir) throw new OvlError('EISDIR', `is a directory: ${path}`)
+    await this.remove(node)
+  }
+
+  async rmdir (path: string): Promise<void> {
+    this.assertWritable()
+    if (path === '') throw new OvlError('EBUSY', 'cannot remove the root')
+    const node = await this.lookup.get(path)
+    if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path}`)
+    if (!await isEmptyDir(this.lookup, node)) throw new OvlError('ENOTEMPTY', `directory not empty: ${path}`)
+    await this.remove(node)
+    this.lookup.invalidate(path)
+  }
+
+  /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
+  private async remove (node: Node): Promise<void> {
+    const [parentPath, name] = splitPath(node.path)
+    const lowerPositive = await this.lookup.lowerPositive(node.path)
+    const parent = await this.ensureDir(parentPath)
+    const target = realPath(parent.top.layer, joinPath(parent.top.rel, name))
+    if (!node.top.layer.isUpper) {
+      await this.placeWhiteout(target, 'none')
+    } else if (lowerPositive) {
+      await this.placeWhiteout(target, node.isDir ? 'dir' : 'nondir')
+    } else if (node.isDir) {
+      const trash = this.requireWork().temp()
+      await fsp.rename(target, trash)
+      await fsp.rm(trash, { recursive: true, force: true })
+    } else {
+      await fsp.unlink(target)
+    }
+    this.lookup.invalidate(node.path)
+  }
+
+  /**
+   * Put a whiteout at `target` in the upper layer, atomically replacing what
+   * is there: a char device 0/0 built in the work dir, renamed over a
+   * non-directory or exchanged with a directory (then removed); or, where
+   * mknod is not allowed, a `.wh.NAME` file beside it.
+   */
+  private async placeWhiteout (target: string, existing: 'none' | 'nondir' | 'dir'): Promise<void> {
+    const work = this.requireWork()
+    if (this.whiteoutStyle === 'aufs') {
+      const dir = target.slice(0, target.lastIndexOf('/'))
+      const name = target.slice(target.lastIndexOf('/') + 1)
+      await closeFd(await openFd(dir + '/' + aufsWhiteoutName(name), C.O_CREAT | C.O_WRONLY, 0o000))
+      if (existing === 'dir') {
+        const trash = work.temp()
+        await fsp.rename(target, trash)
+        await fsp.rm(trash, { recursive: true, force: true })
+      } else if (existing === 'nondir') {
+        await fsp.unlink(target)
+      }
+      return
+    }
+    const tmp = work.temp()
+    await mknod(tmp, S_IFCHR, 0)
+    try {
+      if (existing === 'dir') {
+        await renameat2(tmp, target, RENAME_EXCHANGE)
+      } else {
+        await fsp.rename(tmp, target)
+      }
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+    }
+  }
+
+  // ---- rename ----------------------------------------------------------------
+
+  async rename (src: string, dst: string): Promise<void> {
+    this.assertWritable()
+    if (src === dst) {
+      await this.lookup.get(src)
+      return
+    }
+    if (dst.startsWith(src + '/')) throw new OvlError('EINVAL', `cannot move ${src} into itself`)
+    const s = await this.lookup.get(src)
+    const d = await this.lookup.resolve(dst)
+    if (d !== null && d.ino === s.ino && !s.isDir) return // same file: POSIX says do nothing
+    if (s.isDir) {
+      if (d !== null && !d.isDir) throw new OvlError('ENOTDIR', `not a directory: ${dst}`)
+      if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
+      if (!s.top.layer.isUpper || s.dirs.length > 1) {
+        throw new OvlError('EXDEV', `renaming a directory that has lower layers is not supported yet: ${src}`)
+      }
+    } else if (d !== null && d.isDir) {
+      throw new OvlError('EISDIR', `is a directory: ${dst}`)
+    }
+    const srcLowerPositive = await this.lookup.lowerPositive(src)
+    const up = await this.writable(s)
+    const [dstParentPath, dstName] = splitPath(dst)
+    const dstParent = await this.ensureDir(dstParentPath)
+    const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
+    const from = hitPath(up.top)
+    if (d !== null && d.isDir && d.top.layer.isUpper) await clearWhiteouts(target)
+    // A directory moved into a merged directory must hide what lower layers hold under its new name.
+    if (s.isDir && dstParent.dirs.length > 1 && !await this.lookup.isOpaque(up.top)) {
+      await lsetxattr(from, this.xattrs.opaque, Buffer.from('y'))
+    }
+    if (srcLowerPositive && this.whiteoutStyle === 'chardev') {
+      await renameWithWhiteout(from, target, this.requireWork())
+    } else {
+      await fsp.rename(from, target)
+      if (srcLowerPositive) await this.placeWhiteout(from, 'none')
+    }
+    const aufsWh = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, aufsWhiteoutName(dstName)))
+    if (s.isDir) await fsp.unlink(aufsWh).catch(() => {})
+    if (s.isDir) this.lookup.clear()
+    this.lookup.invalidate(src)
+    this.lookup.invalidate(dst)
+  }
+
+  // ---- helpers ---------------------------------------------------------------
+
+  private assertWritable (): void {
+    if (this.stack.readOnly) throw new OvlError('EROFS', 'read-only overlay (no upperdir)')
+  }
+
+  private requireWork (): WorkDir {
+    if (this.work === undefined) throw new OvlError('EROFS', 'read-only overlay (no upperdir)')
+    return this.work
+  }
+
+  /** The node, copied up (data too unless told otherwise) so it can be changed. */
+  private async writable (node: Node, opts = { data: true }): Promise<Node> {
+    this.assertWritable()
+    if (node.top.layer.isUpper) return node
+    if (this.copyUp === undefined) throw new OvlError('EROFS', 'read-only overlay')
+    return await this.copyUp.ensure(node, opts)
+  }
+
+  private async ensureDir (path: string): Promise<Node> {
+    this.assertWritable()
+    if (this.copyUp === undefined) throw new OvlError('EROFS', 'read-only overlay')
+    return await this.copyUp.ensureDir(path)
+  }
+
+  /** Sync the upper root (syncfs-like best effort on fsyncdir of the root). */
+  async fsyncdir (path: string): Promise<void> {
+    if (!this.sync) return
+    const node = await this.lookup.get(path)
+    if (node.top.layer.isUpper) await fsyncPath(hitPath(node.top))
+  }
+}
+
+export { UTIME_NOW, UTIME_OMIT }
+export type { Timespec, DirEntry, OpenFile }
+
+/** FUSE attributes of a real object; a merged directory reports nlink 1, as the kernel does. */
+function attrOf (st: BigIntStats, ino: number, mergedDir: boolean): Attr {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    nlink: mergedDir ? 1 : Number(st.nlink),
+    ino,
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
+    blocks: Number(st.blocks),
+    atimeNs: st.atimeNs,
+    mtimeNs: st.mtimeNs,
+    ctimeNs: st.ctimeNs,
+  }
+}
+
+/** Map with at most `limit` calls in flight, keeping order. */
+async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i] as T)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}
+
+async function isWhiteoutAt (p: string): Promise<boolean> {
+  try {
+    return isWhiteoutStat(await fsp.lstat(p))
+  } catch {
+    return false
+  }
+}
+
+async function existsNoFollow (p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p)
+    return true
+  } catch (err) {
+    if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return false
+    throw err
+  }
+}
+
+/** Remove the whiteouts left in an upper directory that is empty in the merged view. */
+async function clearWhiteouts (dir: string): Promise<void> {
+  for (const name of await fsp.readdir(dir)) {
+    await fsp.rm(dir + '/' + name, { recursive: true, force: true })
+  }
+}
+
+/**
+ * rename(2) that leaves a whiteout at the source in the same step
+ * (RENAME_WHITEOUT), falling back to rename + whiteout where the filesystem
+ * does not offer it.
+ */
+async function renameWithWhiteout (from: string, to: string, work: WorkDir): Promise<void> {
+  try {
+    await renameat2(from, to, RENAME_WHITEOUT)
+    return
+  } catch (err) {
+    if (codeOf(err) !== 'EINVAL' && codeOf(err) !== 'EOPNOTSUPP' && codeOf(err) !== 'ENOSYS') throw err
+  }
+  await fsp.rename(from, to)
+  const tmp = work.temp()
+  await mknod(tmp, S_IFCHR, 0)
+  await fsp.rename(tmp, from)
+}
+

@@ -1,0 +1,227 @@
+import { promises as fsp, type BigIntStats } from 'node:fs'
+import { LRUCache } from 'lru-cache'
+import { lgetxattr } from '../native/sys'
+import { DirIndex } from './dir-index'
+import { OvlError, codeOf } from './errors'
+import { type Layer, type LayerStack, realPath, splitPath, joinPath } from './layers'
+import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutStat } from './whiteout'
+import { InodeMap, decodeOrigin } from './inode'
+import { OPAQUE_NAMES } from './xattrs'
+
+/** Where a merged name exists in one layer: the layer and the path inside it. */
+export interface Hit {
+  readonly layer: Layer
+  /** Path inside the layer ('' for its root). Equal to the merged path until renamed dirs (redirects) exist. */
+  readonly rel: string
+}
+
+export function hitPath (h: Hit): string {
+  return realPath(h.layer, h.rel)
+}
+
+/** A resolved merged name. Immutable; a mutation replaces it in the cache. */
+export interface Node {
+  readonly path: string
+  readonly parent: Node | undefined
+  /** The top-most layer holding the name: its attributes are the merged ones. */
+  readonly top: Hit
+  /** lstat of `top` when resolved; fresh for lower tops (immutable), refreshed on getattr for upper tops. */
+  readonly stat: BigIntStats
+  readonly isDir: boolean
+  /** The merged st_ino (see inode.ts). */
+  readonly ino: number
+  /** For directories, every layer merged into it, top first (stopping at an opaque one). For others, [top]. */
+  readonly dirs: readonly Hit[]
+  stale: boolean
+}
+
+type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean }
+
+/**
+ * Top-down lookup through the layers, as the kernel's ovl_lookup: the first
+ * layer with the name wins; a whiteout (char 0/0 or `.wh.NAME`) ends the
+ * search; a directory merges with directories of the same name below it
+ * until one is opaque or a lower entry is not a directory.
+ */
+export class Lookup {
+  private readonly cache: LRUCache<string, Node>
+  private readonly inflight = new Map<string, Promise<Node | null>>()
+  private readonly lowerOpaque = new LRUCache<string, boolean>({ max: 50_000 })
+  readonly dirIndex: DirIndex
+
+  readonly inodes: InodeMap
+
+  constructor (readonly stack: LayerStack, private readonly originXattr: string, opts: { maxNodes?: number, maxListingEntries?: number } = {}) {
+    this.inodes = new InodeMap(stack)
+    this.cache = new LRUCache<string, Node>({ max: opts.maxNodes ?? 100_000 })
+    this.dirIndex = new DirIndex(opts.maxListingEntries)
+  }
+
+  /** Resolve a merged path ('' is the root); null when it does not exist. */
+  async resolve (path: string): Promise<Node | null> {
+    const cached = this.cache.get(path)
+    if (cached !== undefined && this.valid(cached)) return cached
+    let p = this.inflight.get(path)
+    if (p === undefined) {
+      p = this.resolveUncached(path)
+      this.inflight.set(path, p)
+      void p.finally(() => { if (this.inflight.get(path) === p) this.inflight.delete(path) }).catch(() => {})
+    }
+    return await p
+  }
+
+  /** Like resolve, but ENOENT when missing. */
+  async get (path: string): Promise<Node> {
+    const n = await this.resolve(path)
+    if (n === null) throw new OvlError('ENOENT', `no such file or directory: ${path || '/'}`)
+    return n
+  }
+
+  /** Forget a name (after any change to it); a directory's descendants become invalid too. */
+  invalidate (path: string): void {
+    const n = this.cache.peek(path)
+    if (n !== undefined) n.stale = true
+    this.cache.delete(path)
+    this.inflight.delete(path)
+  }
+
+  /** Drop everything (after operations that move whole subtrees). */
+  clear (): void {
+    for (const n of this.cache.values()) n.stale = true
+    this.cache.clear()
+    this.inflight.clear()
+  }
+
+  private valid (n: Node): boolean {
+    for (let a: Node | undefined = n; a !== undefined; a = a.parent) {
+      if (a.stale) return false
+      if (a !== n && this.cache.peek(a.path) !== a) return false
+    }
+    return true
+  }
+
+  private async resolveUncached (path: string): Promise<Node | null> {
+    const node = path === '' ? await this.resolveRoot() : await this.resolveChild(path)
+    if (node !== null) this.cache.set(path, node)
+    return node
+  }
+
+  private async resolveRoot (): Promise<Node> {
+    const top = { layer: this.stack.layers[0] as Layer, rel: '' }
+    const stat = await fsp.lstat(hitPath(top), { bigint: true })
+    return { path: '', parent: undefined, top, stat, isDir: true, ino: await this.inoOf(top, stat), dirs: this.stack.layers.map(layer => ({ layer, rel: '' })), stale: false }
+  }
+
+  private async resolveChild (path: string): Promise<Node | null> {
+    const [parentPath, name] = splitPath(path)
+    const parent = await this.resolve(parentPath)
+    if (parent === null) return null
+    if (!parent.isDir) throw new OvlError('ENOTDIR', `not a directory: ${parentPath}`)
+    let top: Hit | undefined
+    let stat: BigIntStats | undefined
+    const dirs: Hit[] = []
+    for (const pd of parent.dirs) {
+      const hit: Hit = { layer: pd.layer, rel: joinPath(pd.rel, name) }
+      const probe = await this.probe(pd, name, hit)
+      if (probe.kind === 'none') continue
+      if (probe.kind === 'whiteout') break
+      if (top === undefined) {
+        top = hit
+        stat = await fsp.lstat(hitPath(hit), { bigint: true })
+        if (!stat.isDirectory()) break
+      } else if (!probe.isDir) {
+        break
+      }
+      dirs.push(hit)
+      if (await this.isOpaque(hit)) break
+    }
+    if (top === undefined || stat === undefined) return null
+    return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat), dirs: stat.isDirectory() ? dirs : [top], stale: false }
+  }
+
+  /** The merged st_ino of the object at `top`: its origin's number when it was copied up. */
+  async inoOf (top: Hit, stat: BigIntStats): Promise<number> {
+    if (top.layer.isUpper) {
+      const origin = decodeOrigin(await lgetxattr(hitPath(top), this.originXattr).catch(() => null))
+      if (origin !== undefined) return origin
+    }
+    return this.inodes.map(Number(stat.dev), stat.ino)
+  }
+
+  /** Whether `name` exists, is whited out, or is absent in the directory `dir` of one layer. */
+  private async probe (dir: Hit, name: string, hit: Hit): Promise<Probe> {
+    if (!dir.layer.isUpper) {
+      const listing = await this.dirIndex.get(hitPath(dir))
+      if (listing !== null) {
+        const t = listing.get(name)
+        if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? { kind: 'whiteout' } : { kind: 'none' }
+        if (t !== 'chr') return { kind: 'entry', isDir: t === 'dir' }
+      }
+    }
+    try {
+      const st = await fsp.lstat(hitPath(hit), { bigint: true })
+      return isWhiteoutStat(st) ? { kind: 'whiteout' } : { kind: 'entry', isDir: st.isDirectory() }
+    } catch (err) {
+      if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err
+    }
+    return await exists(realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))) ? { kind: 'whiteout' } : { kind: 'none' }
+  }
+
+  /** An opaque directory hides the layers below it (xattr in either namespace, or `.wh..wh..opq` inside). */
+  async isOpaque (hit: Hit): Promise<boolean> {
+    const real = hitPath(hit)
+    if (!hit.layer.isUpper) {
+      const known = this.lowerOpaque.get(real)
+      if (known !== undefined) return known
+      const listing = await this.dirIndex.get(real)
+      const opaque = (listing !== null ? listing.has(WH_OPAQUE) : await exists(real + '/' + WH_OPAQUE)) || await hasOpaqueXattr(real)
+      this.lowerOpaque.set(real, opaque)
+      return opaque
+    }
+    return await hasOpaqueXattr(real) || await exists(real + '/' + WH_OPAQUE)
+  }
+
+  /**
+   * Whether some lower layer shows `path` (ignoring the upper layer): the rule
+   * for leaving a whiteout behind when the name is removed from the upper layer.
+   */
+  async lowerPositive (path: string): Promise<boolean> {
+    if (path === '') return true
+    const [parentPath, name] = splitPath(path)
+    const parent = await this.resolve(parentPath)
+    if (parent === null) return false
+    for (const pd of parent.dirs) {
+      if (pd.layer.isUpper) continue
+      const probe = await this.probe(pd, name, { layer: pd.layer, rel: joinPath(pd.rel, name) })
+      if (probe.kind === 'entry') return true
+      if (probe.kind === 'whiteout') return false
+    }
+    return false
+  }
+
+  get cachedNodes (): number {
+    return this.cache.size
+  }
+}
+
+async function hasOpaqueXattr (real: string): Promise<boolean> {
+  for (const name of OPAQUE_NAMES) {
+    try {
+      const v = await lgetxattr(real, name)
+      if (v !== null && v.toString() === 'y') return true
+    } catch (err) {
+      const c = codeOf(err)
+      if (c !== 'ENODATA' && c !== 'EOPNOTSUPP' && c !== 'ENOTSUP' && c !== 'EPERM' && c !== 'EACCES') throw err
+    }
+  }
+  return false
+}
+
+async function exists (p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p)
+    return true
+  } catch {
+    return false
+  }
+}

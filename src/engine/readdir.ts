@@ -1,0 +1,62 @@
+import { promises as fsp } from 'node:fs'
+import { direntType, type EntryType, type Listing } from './dir-index'
+import type { Lookup, Node, Hit } from './lookup'
+import { hitPath } from './lookup'
+import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
+
+export interface DirEntry {
+  readonly name: string
+  readonly type: EntryType
+}
+
+/**
+ * The merged listing of a directory: every layer merged into it, top first;
+ * a name shows once, from the highest layer holding it; whiteouts (char 0/0
+ * and `.wh.NAME`, the latter hiding NAME only in layers below its own) and
+ * every `.wh.*` name are left out. `.` and `..` are added by the FUSE adapter.
+ */
+export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntry[]> {
+  const seen = new Set<string>()
+  const out: DirEntry[] = []
+  for (const hit of dir.dirs) {
+    const listing = await listLayerDir(lookup, hit)
+    const hiddenBelow: string[] = []
+    for (const [name, type] of listing) {
+      if (isWhiteoutName(name)) {
+        const target = whiteoutTarget(name)
+        if (target !== undefined) hiddenBelow.push(target)
+        continue
+      }
+      if (seen.has(name)) continue
+      seen.add(name)
+      if (type === 'chr' && await isCharWhiteout(hitPath(hit) + '/' + name)) continue
+      out.push({ name, type })
+    }
+    for (const name of hiddenBelow) seen.add(name)
+  }
+  return out
+}
+
+/** Whether a merged directory shows no entries (rmdir's ENOTEMPTY test). */
+export async function isEmptyDir (lookup: Lookup, dir: Node): Promise<boolean> {
+  return (await mergedEntries(lookup, dir)).length === 0
+}
+
+async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
+  const real = hitPath(hit)
+  if (!hit.layer.isUpper) {
+    const cached = await lookup.dirIndex.get(real)
+    if (cached !== null) return cached
+  }
+  const m = new Map<string, EntryType>()
+  for (const d of await fsp.readdir(real, { withFileTypes: true })) m.set(d.name, direntType(d))
+  return m
+}
+
+async function isCharWhiteout (p: string): Promise<boolean> {
+  try {
+    return isWhiteoutStat(await fsp.lstat(p))
+  } catch {
+    return false
+  }
+}

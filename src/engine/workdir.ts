@@ -1,0 +1,62 @@
+import { promises as fsp } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import * as path from 'node:path'
+import { lsetxattr, lremovexattr, mknod } from '../native/sys'
+import { codeOf } from './errors'
+import type { XattrNamespace } from './xattrs'
+import type { WhiteoutStyle } from './whiteout'
+
+/**
+ * The work directory: where copy-ups, whiteouts and new objects are built
+ * before one rename puts them in place, so a half-done object is never
+ * visible in the upper layer. Like the kernel, ovlfs uses `<workdir>/work`
+ * and clears leftovers there at mount.
+ */
+export class WorkDir {
+  readonly dir: string
+
+  constructor (workdir: string) {
+    this.dir = path.join(workdir, 'work')
+  }
+
+  /** A fresh temporary path inside the work directory (not created). */
+  temp (): string {
+    return path.join(this.dir, '#ovlfs' + randomBytes(8).toString('hex'))
+  }
+
+  /** Create the work dir if missing and remove leftovers of an earlier run. Returns how many were removed. */
+  async prepare (): Promise<number> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 })
+    let removed = 0
+    for (const name of await fsp.readdir(this.dir)) {
+      await fsp.rm(path.join(this.dir, name), { recursive: true, force: true })
+      removed++
+    }
+    return removed
+  }
+
+  /** What the upper filesystem lets us write: char-dev whiteouts, trusted.* xattrs. */
+  async probe (): Promise<{ whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace }> {
+    const t = this.temp()
+    let whiteouts: WhiteoutStyle = 'chardev'
+    try {
+      await mknod(t, 0o020000 | 0o000, 0)
+    } catch {
+      whiteouts = 'aufs'
+    }
+    await fsp.rm(t, { force: true })
+    let xattrNamespace: XattrNamespace = 'trusted'
+    const d = this.temp()
+    await fsp.mkdir(d)
+    try {
+      await lsetxattr(d, 'trusted.overlay.ovlfs.probe', Buffer.from('y'))
+      await lremovexattr(d, 'trusted.overlay.ovlfs.probe')
+    } catch (err) {
+      if (codeOf(err) !== 'EPERM' && codeOf(err) !== 'EOPNOTSUPP' && codeOf(err) !== 'ENOTSUP') throw err
+      xattrNamespace = 'user'
+    } finally {
+      await fsp.rmdir(d)
+    }
+    return { whiteouts, xattrNamespace }
+  }
+}

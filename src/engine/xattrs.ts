@@ -1,0 +1,32 @@
+/**
+ * Overlay-private extended attributes: their names in the two namespaces the
+ * kernel uses (`trusted.overlay.*` as root, `user.overlay.*` in its userxattr
+ * mode), and which names the merged view hides.
+ */
+export type XattrNamespace = 'trusted' | 'user'
+
+export interface OverlayXattrs {
+  readonly namespace: XattrNamespace
+  /** Marks an upper directory whose lower layers are hidden (kernel name). */
+  readonly opaque: string
+  /** ovlfs's own record of the st_ino an object had before its copy-up. */
+  readonly origin: string
+}
+
+export function overlayXattrs (namespace: XattrNamespace): OverlayXattrs {
+  const prefix = `${namespace}.overlay.`
+  return { namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin` }
+}
+
+/** Opaque markers honoured when reading any layer, whoever wrote them. */
+export const OPAQUE_NAMES: readonly string[] = ['trusted.overlay.opaque', 'user.overlay.opaque']
+
+/**
+ * Whether the merged view hides this name, as the kernel hides its private
+ * xattrs: `trusted.overlay.*` always, `user.overlay.*` when that is the
+ * namespace in use.
+ */
+export function isPrivateXattr (name: string, namespace: XattrNamespace): boolean {
+  if (name.startsWith('trusted.overlay.')) return true
+  return namespace === 'user' && name.startsWith('user.overlay.')
+}

@@ -1,0 +1,165 @@
+import type { Logger } from 'pino'
+import type { Attr, Caller, Engine } from '../engine/engine'
+import { errnoOf } from '../engine/errors'
+import { normPath } from '../engine/layers'
+import type { CallerContext, FuseOps, FuseStat, Timespec } from './binding'
+
+const S_IFMT = 0o170000
+const TYPE_MODE: Record<string, number> = {
+  file: 0o100000, dir: 0o040000, symlink: 0o120000, chr: 0o020000, blk: 0o060000, fifo: 0o010000, sock: 0o140000, unknown: 0,
+}
+
+/**
+ * The adapter from fuse-native's callback operations to the engine: each
+ * request becomes one async engine call, so a slow request (a large
+ * copy-up) never holds up the others; results and errors map to what FUSE
+ * expects (negative errno). The caller context is read synchronously at the
+ * start of each handler, as the patched binding requires.
+ */
+export function makeOps (engine: Engine, context: () => CallerContext, log: Logger): FuseOps {
+  const debug = log.isLevelEnabled('debug')
+
+  /** Run an engine call and answer FUSE: cb(0, result) or cb(-errno). */
+  function run<T> (op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void): void {
+    work().then(
+      (value) => {
+        if (debug) log.debug({ op, path }, op)
+        reply(0, value)
+      },
+      (err: unknown) => {
+        const errno = errnoOf(err)
+        if (debug || errno === 5) log[errno === 5 ? 'warn' : 'debug']({ op, path, errno, err: String(err) }, `${op} failed`)
+        reply(-errno)
+      },
+    )
+  }
+
+  function caller (): Caller {
+    const c = context()
+    return { uid: c.uid, gid: c.gid }
+  }
+
+  return {
+    init: (cb) => cb(0),
+
+    destroy: (cb) => cb(0),
+
+    getattr: (path, cb) => run('getattr', path, async () => toFuseStat(await engine.getattr(normPath(path))), cb),
+
+    fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
+      toFuseStat(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
+
+    readdir: (path, cb) => {
+      if (path === null) return cb(-2)
+      const p = normPath(path)
+      run('readdir', path, async () => {
+        const entries = await engine.readdirWithIno(p)
+        const self = await engine.getattr(p)
+        const names = ['.', '..']
+        const stats: FuseStat[] = [dirent(self.ino, 0o040000), dirent(self.ino, 0o040000)]
+        for (const e of entries) {
+          names.push(e.name)
+          stats.push(dirent(e.ino, TYPE_MODE[e.type] ?? 0))
+        }
+        return { names, stats }
+      }, (err, v) => v === undefined ? cb(err) : cb(0, v.names, v.stats))
+    },
+
+    readlink: (path, cb) => run('readlink', path, async () => await engine.readlink(normPath(path)), cb),
+
+    statfs: (path, cb) => run('statfs', path, async () => await engine.statfs(), cb),
+
+    open: (path, flags, cb) => run('open', path, async () => (await engine.open(normPath(path), flags)).id, cb),
+
+    opendir: (path, _flags, cb) => run('opendir', path, async () => {
+      const a = await engine.getattr(normPath(path))
+      if ((a.mode & S_IFMT) !== 0o040000) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' })
+      return 0
+    }, cb),
+
+    releasedir: (_path, _fh, cb) => cb(0),
+
+    create: (path, mode, flags, cb) => {
+      const who = caller()
+      run('create', path, async () => (await engine.create(normPath(path), mode, flags, who)).id, cb)
+    },
+
+    read: (path, fh, buf, len, pos, cb) => {
+      engine.read(engine.handles.get(fh), path === null ? null : normPath(path), buf, len, pos).then(
+        (n) => cb(n),
+        (err: unknown) => cb(-errnoOf(err)),
+      )
+    },
+
+    write: (_path, fh, buf, len, pos, cb) => {
+      engine.write(engine.handles.get(fh), buf, len, pos).then(
+        (n) => cb(n),
+        (err: unknown) => cb(-errnoOf(err)),
+      )
+    },
+
+    release: (path, fh, cb) => run('release', path ?? '(unlinked)', async () => await engine.release(engine.handles.get(fh)), cb),
+
+    flush: (_path, _fh, cb) => cb(0),
+
+    fsync: (path, datasync, fh, cb) => run('fsync', path ?? '(unlinked)', async () => await engine.fsync(engine.handles.get(fh), datasync !== 0), cb),
+
+    fsyncdir: (path, _datasync, _fh, cb) => run('fsyncdir', path ?? '(unlinked)', async () => { if (path !== null) await engine.fsyncdir(normPath(path)) }, cb),
+
+    truncate: (path, size, cb) => run('truncate', path, async () => await engine.truncate(normPath(path), size), cb),
+
+    ftruncate: (path, fh, size, cb) => run('ftruncate', path ?? '(unlinked)', async () => await engine.ftruncate(engine.handles.get(fh), size), cb),
+
+    utimens: (path, atime, mtime, cb) => run('utimens', path, async () => await engine.utimens(normPath(path), atime, mtime), cb),
+
+    chmod: (path, mode, cb) => run('chmod', path, async () => await engine.chmod(normPath(path), mode), cb),
+
+    chown: (path, uid, gid, cb) => run('chown', path, async () => await engine.chown(normPath(path), uid, gid), cb),
+
+    mknod: (path, mode, dev, cb) => {
+      const who = caller()
+      run('mknod', path, async () => await engine.mknod(normPath(path), mode, dev, who), cb)
+    },
+
+    mkdir: (path, mode, cb) => {
+      const who = caller()
+      run('mkdir', path, async () => await engine.mkdir(normPath(path), mode, who), cb)
+    },
+
+    symlink: (target, path, cb) => {
+      const who = caller()
+      run('symlink', path, async () => await engine.symlink(target, normPath(path), who), cb)
+    },
+
+    link: (src, dst, cb) => run('link', dst, async () => await engine.link(normPath(src), normPath(dst)), cb),
+
+    unlink: (path, cb) => run('unlink', path, async () => await engine.unlink(normPath(path)), cb),
+
+    rmdir: (path, cb) => run('rmdir', path, async () => await engine.rmdir(normPath(path)), cb),
+
+    rename: (src, dst, cb) => run('rename', src, async () => await engine.rename(normPath(src), normPath(dst)), cb),
+
+    getxattr: (path, name, _position, cb) => run('getxattr', path, async () => {
+      const v = await engine.getxattr(normPath(path), name)
+      if (v === null) throw Object.assign(new Error('no such xattr'), { code: 'ENODATA' })
+      return v
+    }, cb),
+
+    setxattr: (path, name, value, _position, flags, cb) =>
+      run('setxattr', path, async () => await engine.setxattr(normPath(path), name, Buffer.from(value), flags), cb),
+
+    listxattr: (path, cb) => run('listxattr', path, async () => await engine.listxattr(normPath(path)), cb),
+
+    removexattr: (path, name, cb) => run('removexattr', path, async () => await engine.removexattr(normPath(path), name), cb),
+  }
+}
+
+function dirent (ino: number, mode: number): FuseStat {
+  return { mode, uid: 0, gid: 0, size: 0, dev: 0, nlink: 1, ino, rdev: 0, blksize: 0, blocks: 0, atimeNs: 0n, mtimeNs: 0n, ctimeNs: 0n }
+}
+
+export function toFuseStat (a: Attr): FuseStat {
+  return { ...a, dev: 0 }
+}
+
+export type { Timespec }

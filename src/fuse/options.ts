@@ -1,0 +1,138 @@
+import { CliError } from '../cli/errors'
+
+/**
+ * Mount options as fuse-overlayfs and mount(8)/mount.fuse pass them:
+ * comma-separated `-o` lists (several `-o` add up), `\,` escaping a comma,
+ * and in `lowerdir=` a `:`-separated list with `\:` escaping a colon.
+ */
+export interface MountOptions {
+  /** Top-most first. */
+  lowerdirs: string[]
+  upperdir?: string
+  workdir?: string
+  /** `ro`: the kernel refuses writes with EROFS. */
+  readOnly: boolean
+  volatile: boolean
+  /** Seconds the kernel may cache entries and attributes (fuse-overlayfs `timeout=`). */
+  timeout: number
+  /** Options handed to FUSE's mount as they are (generic mount flags, allow_other, …). */
+  fuseOptions: string[]
+  /** fuse-overlayfs options ovlfs accepts but does not implement yet. */
+  unimplemented: string[]
+  fsname?: string
+}
+
+/** Generic mount options of mount(8) and FUSE, passed to the FUSE mount. */
+const PASS_THROUGH = new Set([
+  'rw', 'ro', 'dev', 'nodev', 'suid', 'nosuid', 'exec', 'noexec', 'atime', 'noatime', 'sync', 'async', 'dirsync',
+  'allow_other', 'allow_root', 'default_permissions', 'auto_unmount', 'nonempty',
+])
+/** Accepted and meaning the kernel's default already (libfuse2 does not know them). */
+const KERNEL_DEFAULTS = new Set(['relatime', 'strictatime', 'nodiratime', 'diratime', 'lazytime', 'nolazytime', 'user', 'nouser', 'auto', 'noauto', 'defaults', '_netdev', 'nofail', 'silent', 'loud'])
+/** FUSE options with a value that are passed through. */
+const PASS_THROUGH_VALUE = new Set(['max_read', 'blksize', 'uid', 'gid', 'umask', 'user_id', 'group_id', 'subtype', 'max_write'])
+/** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
+const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
+  'context', 'uidmapping', 'gidmapping', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
+  'xattr_permissions', 'squash_to_root', 'squash_to_uid', 'squash_to_gid', 'static_nlink', 'noacl', 'redirect_dir',
+  'index', 'metacopy', 'xino', 'userxattr', 'debug',
+])
+
+/** Split on an unescaped separator; `\x` stands for x. */
+export function splitEscaped (s: string, sep: string): string[] {
+  const out: string[] = []
+  let cur = ''
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i] as string
+    if (c === '\\' && i + 1 < s.length) {
+      cur += s[++i] as string
+    } else if (c === sep) {
+      out.push(cur)
+      cur = ''
+    } else {
+      cur += c
+    }
+  }
+  out.push(cur)
+  return out
+}
+
+/** Split a `-o` list on unescaped commas, keeping other escapes for the value parsers. */
+function splitOptionList (s: string): string[] {
+  const out: string[] = []
+  let cur = ''
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i] as string
+    if (c === '\\' && i + 1 < s.length) {
+      const n = s[++i] as string
+      cur += n === ',' ? ',' : '\\' + n
+    } else if (c === ',') {
+      out.push(cur)
+      cur = ''
+    } else {
+      cur += c
+    }
+  }
+  out.push(cur)
+  return out.filter(o => o !== '')
+}
+
+/** Escape a path for a `lowerdir=`/`upperdir=` value in an option string. */
+export function escapePath (p: string): string {
+  return p.replace(/[\\:,]/g, (c) => '\\' + c)
+}
+
+export function parseMountOptions (lists: readonly string[]): MountOptions {
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [] }
+  for (const list of lists) {
+    for (const opt of splitOptionList(list)) {
+      const eq = opt.indexOf('=')
+      const key = eq < 0 ? opt : opt.slice(0, eq)
+      const value = eq < 0 ? undefined : opt.slice(eq + 1)
+      switch (key) {
+        case 'lowerdir':
+          if (value === undefined || value === '') throw new CliError('lowerdir= needs at least one directory')
+          o.lowerdirs = splitEscaped(value, ':')
+          if (o.lowerdirs.some(d => d === '')) throw new CliError(`lowerdir has an empty entry: ${value}`)
+          break
+        case 'upperdir':
+          o.upperdir = requireValue(key, value)
+          break
+        case 'workdir':
+          o.workdir = requireValue(key, value)
+          break
+        case 'volatile':
+          o.volatile = true
+          break
+        case 'timeout': {
+          const t = Number(requireValue(key, value))
+          if (!Number.isFinite(t) || t < 0) throw new CliError(`timeout= must be a number of seconds, not ${value ?? ''}`)
+          o.timeout = t
+          break
+        }
+        case 'fsname':
+          o.fsname = requireValue(key, value)
+          break
+        case 'ro':
+          o.readOnly = true
+          o.fuseOptions.push('ro')
+          break
+        case 'rw':
+          o.readOnly = false
+          o.fuseOptions.push('rw')
+          break
+        default:
+          if (value === undefined && PASS_THROUGH.has(key)) o.fuseOptions.push(key)
+          else if (value !== undefined && PASS_THROUGH_VALUE.has(key)) o.fuseOptions.push(`${key}=${value}`)
+          else if (KERNEL_DEFAULTS.has(key)) { /* the kernel's default; nothing to pass */ } else if (FUSE_OVERLAYFS_UNIMPLEMENTED.has(key)) o.unimplemented.push(opt)
+          else throw new CliError(`unknown mount option: ${opt}`)
+      }
+    }
+  }
+  return o
+}
+
+function requireValue (key: string, value: string | undefined): string {
+  if (value === undefined || value === '') throw new CliError(`${key}= needs a value`)
+  return value
+}
