@@ -65,7 +65,11 @@ export class CopyUp {
       await copyXattrs(src, tmp)
       await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
       if (this.sync && st.isFile()) await fsyncPath(tmp)
+      // Linking the copy into its parent must not change the parent's times (the kernel restores them too).
+      const parentReal = realPath(this.upper, parentPath)
+      const pst = await fsp.lstat(parentReal, { bigint: true })
       await fsp.rename(tmp, realPath(this.upper, node.path))
+      await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
     } catch (err) {
       await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
       throw err

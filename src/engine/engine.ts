@@ -447,7 +447,6 @@ export class Engine {
     if (dst.startsWith(src + '/')) throw new OvlError('EINVAL', `cannot move ${src} into itself`)
     const s = await this.lookup.get(src)
     const d = await this.lookup.resolve(dst)
-    if (d !== null && d.ino === s.ino && !s.isDir) return // same file: POSIX says do nothing
     if (s.isDir) {
       if (d !== null && !d.isDir) throw new OvlError('ENOTDIR', `not a directory: ${dst}`)
       if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)

@@ -1,0 +1,151 @@
+// unlink / rmdir: a name that a lower layer still shows leaves a whiteout
+// (char 0/0, or `.wh.NAME` where the upper fs cannot mknod), and only then;
+// mkdir over a whiteout makes an opaque directory. Both whiteout styles.
+import * as fs from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import {
+  ROOT, WH, WHITEOUT_STYLES, absentIn, dir, exists, expectErrno, file, isOpaqueXattr, mergedTree, names, readMerged,
+  realTree, stack, useTmp, writeMerged,
+} from './test-helpers'
+
+useTmp()
+
+describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
+  const mk = async (spec: Parameters<typeof stack>[0]): ReturnType<typeof stack> => {
+    const s = await stack({ ...spec, whiteouts: style === 'aufs' ? 'aufs' : undefined })
+    expect(s.engine.features.whiteouts).toBe(style)
+    return s
+  }
+  const whiteoutAt = (dirReal: string, name: string): boolean => style === 'aufs'
+    ? fs.existsSync(`${dirReal}/.wh.${name}`) && !fs.existsSync(`${dirReal}/${name}`)
+    : (() => { try { const st = fs.lstatSync(`${dirReal}/${name}`); return st.isCharacterDevice() && st.rdev === 0 } catch { return false } })()
+
+  it('unlink of a lower file leaves a whiteout in the upper layer', async () => {
+    const s = await mk({ lowers: [{ f: 'lower', g: 'g' }] })
+    await s.engine.unlink('/f')
+    expect(await exists(s.engine, '/f')).toBe(false)
+    expect(await names(s.engine, '')).toEqual(['g'])
+    expect(whiteoutAt(s.upper, 'f')).toBe(true)
+    expect(fs.readFileSync(s.low(0, '/f'), 'utf8')).toBe('lower')
+    await expectErrno(s.engine.unlink('/f'), 'ENOENT')
+  })
+
+  it('unlink of an upper-only file leaves nothing', async () => {
+    const s = await mk({ upper: { f: 'u' }, lowers: [{ g: 'g' }] })
+    await s.engine.unlink('/f')
+    expect(absentIn(s.upper, 'f')).toBe(true)
+    expect(await realTree(s.upper)).toEqual({})
+  })
+
+  it('unlink of an upper file over a lower one leaves a whiteout', async () => {
+    const s = await mk({ upper: { f: 'u' }, lowers: [{ f: 'l' }] })
+    await s.engine.unlink('/f')
+    expect(await exists(s.engine, '/f')).toBe(false)
+    expect(whiteoutAt(s.upper, 'f')).toBe(true)
+  })
+
+  it('unlink of a file copied up earlier leaves a whiteout', async () => {
+    const s = await mk({ lowers: [{ f: 'l' }] })
+    await writeMerged(s.engine, '/f', 'U')
+    await s.engine.unlink('/f')
+    expect(await exists(s.engine, '/f')).toBe(false)
+    expect(whiteoutAt(s.upper, 'f')).toBe(true)
+  })
+
+  it('unlink in a lower-only directory copies the directory up first', async () => {
+    const s = await mk({ lowers: [{ d: dir({ f: 'f', g: 'g' }, { mode: 0o750, uid: 9, gid: 9 }) }] })
+    await s.engine.unlink('/d/f')
+    const st = fs.lstatSync(s.up('/d'))
+    expect([st.mode & 0o7777, st.uid, st.gid]).toEqual([0o750, 9, 9])
+    expect(whiteoutAt(s.up('/d'), 'f')).toBe(true)
+    expect(await names(s.engine, '/d')).toEqual(['g'])
+  })
+
+  it('a name can be created again after its unlink, showing nothing of the lower object', async () => {
+    const s = await mk({ lowers: [{ f: 'lower data' }] })
+    await s.engine.unlink('/f')
+    await s.engine.release(await s.engine.create('/f', 0o644, 1, ROOT))
+    expect(await readMerged(s.engine, '/f')).toBe('')
+    await s.engine.unlink('/f')
+    expect(await exists(s.engine, '/f')).toBe(false)
+    expect(whiteoutAt(s.upper, 'f')).toBe(true)
+  })
+
+  it('wrong types and missing names', async () => {
+    const s = await mk({ lowers: [{ d: dir(), f: 'f', gone: WH }] })
+    await expectErrno(s.engine.unlink('/d'), 'EISDIR')
+    await expectErrno(s.engine.rmdir('/f'), 'ENOTDIR')
+    await expectErrno(s.engine.unlink('/none'), 'ENOENT')
+    await expectErrno(s.engine.rmdir('/none'), 'ENOENT')
+    await expectErrno(s.engine.unlink('/gone'), 'ENOENT')
+    await expectErrno(s.engine.unlink('/f/x'), 'ENOTDIR')
+    await expectErrno(s.engine.rmdir(''), 'EBUSY')
+  })
+
+  it('rmdir of a non-empty directory is ENOTEMPTY (merged, lower-only, upper-only)', async () => {
+    const s = await mk({
+      upper: { m: dir({ u: 'u' }), up: dir({ x: 'x' }), m2: dir() },
+      lowers: [{ m: dir({ a: 'a' }), lo: dir({ b: 'b' }), m2: dir({ c: 'c' }) }],
+    })
+    for (const p of ['/m', '/lo', '/up', '/m2']) await expectErrno(s.engine.rmdir(p), 'ENOTEMPTY')
+    expect(await names(s.engine, '')).toEqual(['lo', 'm', 'm2', 'up'])
+    expect(await realTree(s.upper)).toEqual({ '/m': 'dir', '/m/u': 'file:u', '/up': 'dir', '/up/x': 'file:x', '/m2': 'dir' })
+  })
+
+  it('rmdir of a merged directory works once every lower entry is deleted, and leaves a whiteout', async () => {
+    const s = await mk({ upper: { d: dir({ u: 'u' }) }, lowers: [{ d: dir({ a: 'a', sub: dir() }) }, { d: dir({ b: 'b' }) }] })
+    await expectErrno(s.engine.rmdir('/d'), 'ENOTEMPTY')
+    await s.engine.unlink('/d/a')
+    await s.engine.unlink('/d/b')
+    await s.engine.rmdir('/d/sub')
+    await expectErrno(s.engine.rmdir('/d'), 'ENOTEMPTY')
+    await s.engine.unlink('/d/u')
+    expect(await names(s.engine, '/d')).toEqual([])
+    await s.engine.rmdir('/d')
+    expect(await exists(s.engine, '/d')).toBe(false)
+    expect(await exists(s.engine, '/d/a')).toBe(false)
+    expect(whiteoutAt(s.upper, 'd')).toBe(true)
+    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+  })
+
+  it('rmdir of a lower-only empty directory leaves a whiteout; of an upper-only one, nothing', async () => {
+    const s = await mk({ upper: { u: dir() }, lowers: [{ l: dir() }] })
+    await s.engine.rmdir('/l')
+    await s.engine.rmdir('/u')
+    expect(whiteoutAt(s.upper, 'l')).toBe(true)
+    expect(absentIn(s.upper, 'u')).toBe(true)
+    expect(await names(s.engine, '')).toEqual([])
+  })
+
+  it('mkdir over a whiteout makes an opaque directory: nothing from below shows', async () => {
+    const s = await mk({ lowers: [{ d: dir({ a: 'a', sub: dir({ x: 'x' }) }) }, { d: dir({ b: 'b' }) }] })
+    await s.engine.unlink('/d/a')
+    await s.engine.unlink('/d/sub/x')
+    await s.engine.rmdir('/d/sub')
+    await s.engine.unlink('/d/b')
+    await s.engine.rmdir('/d')
+    await s.engine.mkdir('/d', 0o705, ROOT)
+    expect(await names(s.engine, '/d')).toEqual([])
+    expect(await exists(s.engine, '/d/a')).toBe(false)
+    expect(await isOpaqueXattr(s.up('/d'))).toBe(true)
+    expect(fs.lstatSync(s.up('/d')).mode & 0o7777).toBe(0o705)
+    if (style === 'aufs') expect(fs.existsSync(s.up('/.wh.d'))).toBe(false)
+    await s.engine.mkdir('/d/sub', 0o755, ROOT)
+    expect(await names(s.engine, '/d/sub')).toEqual([])
+    expect(await mergedTree(s.engine)).toEqual({ '/d': 'dir', '/d/sub': 'dir' })
+    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+  })
+
+  it('mkdir where nothing was below makes a plain (not opaque) directory', async () => {
+    const s = await mk({ lowers: [{ x: 'x' }] })
+    await s.engine.mkdir('/d', 0o755, ROOT)
+    expect(await isOpaqueXattr(s.up('/d'))).toBe(false)
+  })
+
+  it('unlink of a lower file in a directory whose upper copy is opaque leaves no whiteout', async () => {
+    const s = await mk({ upper: { d: dir({ f: file('u') }, {}, 'trusted') }, lowers: [{ d: dir({ f: 'l' }) }] })
+    await s.engine.unlink('/d/f')
+    expect(absentIn(s.up('/d'), 'f')).toBe(true)
+    expect(await names(s.engine, '/d')).toEqual([])
+  })
+})

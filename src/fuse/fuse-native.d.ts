@@ -1,0 +1,44 @@
+// Types for fuse-native 2.2.6 *as patched* by patches/fuse-native+2.2.6.patch
+// (scripts/patch-fuse-native.js). Only what src/fuse/binding.ts uses; the typed
+// op signatures live in binding.ts (FuseOps).
+
+declare module 'fuse-native' {
+  type Done = (err: Error | null) => void
+
+  namespace Fuse {
+    interface Options {
+      /** Per-op timeout in ms (fuse-native default 15000); false = none. */
+      timeout?: number | false
+      force?: boolean
+      mkdir?: boolean
+      debug?: boolean
+      /** patched: set libfuse's flag_nullpath_ok (ops on unlinked open files get path null). */
+      nullpathOk?: boolean
+    }
+
+    interface RawContext {
+      uid: number
+      gid: number
+      pid: number
+      umask: number
+    }
+  }
+
+  class Fuse {
+    constructor(mnt: string, ops: object, opts?: Fuse.Options)
+    readonly mnt: string
+    opts: Fuse.Options
+    mount(cb: Done): void
+    unmount(cb: Done): void
+    /** '-o' + comma-separated options, or '' (overridable). */
+    _fuseOptions(): string
+    /** patched: caller of the request being dispatched, null outside a handler. */
+    context(): Fuse.RawContext | null
+    static context(): Fuse.RawContext | null
+    static unmount(mnt: string, cb: Done): void
+    static readonly UTIME_NOW: number
+    static readonly UTIME_OMIT: number
+  }
+
+  export = Fuse
+}

@@ -1,0 +1,447 @@
+/*
+ * ovlfs_sys.c — the few Linux syscalls that Node's fs module lacks.
+ *
+ * Why this exists: an overlay filesystem needs xattrs (opaque markers,
+ * metacopy, copy-up of user/trusted/security attributes), mknod for
+ * whiteouts (char device 0/0) and fifos, renameat2 (NOREPLACE / EXCHANGE /
+ * WHITEOUT), utimensat with exact nanoseconds and UTIME_OMIT, a sparse- and
+ * reflink-aware file copy for copy-up, fsync by path and statvfs.
+ * Node offers none of these (or only with lossy float timestamps).
+ *
+ * Design: every call runs on the libuv thread pool through one generic
+ * napi_async_work scaffold (struct req: op code, arguments, result, errno)
+ * and returns a Promise, so the FUSE daemon's JS thread never blocks on a
+ * syscall. On failure the Promise rejects with an Error carrying the positive
+ * `errno` and the `syscall` name; src/native/sys.ts maps the number to its
+ * name (ENOENT, ...) and adds the paths. Paths and xattr names may be strings
+ * (UTF-8) or Buffers (raw bytes preserved).
+ */
+#define _GNU_SOURCE
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <linux/fs.h> /* FICLONE */
+
+enum op {
+  OP_LGETXATTR, OP_LSETXATTR, OP_LLISTXATTR, OP_LREMOVEXATTR, OP_MKNOD,
+  OP_RENAMEAT2, OP_UTIMENSAT, OP_FUTIMENS, OP_COPYDATA, OP_FSYNCPATH,
+  OP_STATFS, OP_COUNT
+};
+
+static const char *const op_names[OP_COUNT] = {
+  "lgetxattr", "lsetxattr", "llistxattr", "lremovexattr", "mknod",
+  "renameat2", "utimensat", "futimens", "copyData", "fsyncPath", "statfs"
+};
+
+/* One in-flight request. Everything the worker thread touches is owned here. */
+typedef struct {
+  enum op op;
+  napi_async_work work;
+  napi_deferred deferred;
+  char *path1, *path2;      /* NUL-terminated copies (path, new path / dst) */
+  char *name;               /* xattr name */
+  char *buf;                /* xattr value in (set) or out (get / list) */
+  size_t buflen;
+  int64_t n1, n2;           /* flags / mode / dev / fd, by op */
+  struct timespec ts[2];
+  int64_t result;           /* copyData: bytes copied */
+  struct statvfs sv;
+  int err;                  /* 0 or a positive errno */
+  const char *syscall;      /* syscall that failed */
+} req_t;
+
+#define CHECK(call)                                                       \
+  do {                                                                    \
+    if ((call) != napi_ok) { napi_throw_error(env, NULL, #call " failed"); \
+      goto fail; }                                                        \
+  } while (0)
+
+/* ---------- worker-thread side ---------- */
+
+static int seterr(req_t *r, const char *sc) {
+  r->err = errno;
+  r->syscall = sc;
+  return -1;
+}
+
+/* lgetxattr/llistxattr share this: probe the size, read, retry if it grew. */
+static void read_sized(req_t *r, int list) {
+  for (int tries = 0; tries < 16; tries++) {
+    ssize_t n = list ? llistxattr(r->path1, NULL, 0)
+                     : lgetxattr(r->path1, r->name, NULL, 0);
+    if (n < 0) { seterr(r, list ? "llistxattr" : "lgetxattr"); return; }
+    free(r->buf);
+    r->buf = malloc((size_t)n + 1);
+    if (r->buf == NULL) { errno = ENOMEM; seterr(r, "malloc"); return; }
+    n = list ? llistxattr(r->path1, r->buf, (size_t)n)
+             : lgetxattr(r->path1, r->name, r->buf, (size_t)n);
+    if (n >= 0) { r->buflen = (size_t)n; return; }
+    if (errno != ERANGE) { seterr(r, list ? "llistxattr" : "lgetxattr"); return; }
+  }
+  errno = ERANGE;
+  seterr(r, list ? "llistxattr" : "lgetxattr");
+}
+
+/* Copy [off, end) from in to out at the same offsets. *use_rw switches to
+ * pread/pwrite for good once copy_file_range is refused. */
+static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
+                      int *use_rw, char **rwbuf) {
+  enum { RWSIZE = 1 << 20 };
+  while (off < end) {
+    size_t want = (size_t)(end - off > (off_t)1 << 30 ? (off_t)1 << 30 : end - off);
+    ssize_t n;
+    if (!*use_rw) {
+      loff_t ioff = off, ooff = off;
+      n = copy_file_range(in, &ioff, out, &ooff, want, 0);
+      if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                    errno == EOPNOTSUPP)) {
+        *use_rw = 1;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return seterr(r, "copy_file_range");
+    } else {
+      if (*rwbuf == NULL && (*rwbuf = malloc(RWSIZE)) == NULL) {
+        errno = ENOMEM;
+        return seterr(r, "malloc");
+      }
+      if (want > RWSIZE) want = RWSIZE;
+      n = pread(in, *rwbuf, want, off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return seterr(r, "read");
+      for (ssize_t done = 0; done < n;) {
+        ssize_t w = pwrite(out, *rwbuf + done, (size_t)(n - done), off + done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return seterr(r, "write");
+        done += w;
+      }
+    }
+    if (n == 0) break; /* source shrank under us: stop at its EOF */
+    off += n;
+    r->result += n;
+  }
+  return 0;
+}
+
+static void copy_data(req_t *r) {
+  int in = -1, out = -1, use_rw = 0;
+  char *rwbuf = NULL;
+  struct stat st;
+
+  if ((in = open(r->path1, O_RDONLY | O_CLOEXEC)) < 0) { seterr(r, "open"); goto done; }
+  if (fstat(in, &st) < 0) { seterr(r, "fstat"); goto done; }
+  if (!S_ISREG(st.st_mode)) {
+    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    seterr(r, "open");
+    goto done;
+  }
+  out = open(r->path2, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, (mode_t)r->n1);
+  if (out < 0) { seterr(r, "open"); goto done; }
+  /* open() applied the umask; make the mode exactly what was asked for. */
+  if (fchmod(out, (mode_t)(r->n1 & 07777)) < 0) { seterr(r, "fchmod"); goto done; }
+
+  /* (1) reflink: shares the extents, holes included. Any failure means "not
+   * supported here" (EOPNOTSUPP, EXDEV, EINVAL, ENOTTY, ...): fall back. */
+  if (ioctl(out, FICLONE, in) == 0) { r->result = st.st_size; goto done; }
+
+  /* (2) walk the data extents; holes are skipped and stay holes. */
+  for (off_t off = 0; off < st.st_size;) {
+    off_t data = lseek(in, off, SEEK_DATA), hole;
+    if (data < 0 && errno == ENXIO) break; /* only a hole remains */
+    if (data < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
+      data = off; /* no SEEK_DATA support: copy everything */
+      hole = st.st_size;
+    } else if (data < 0) {
+      seterr(r, "lseek");
+      goto done;
+    } else if ((hole = lseek(in, data, SEEK_HOLE)) < 0) {
+      seterr(r, "lseek");
+      goto done;
+    }
+    if (data >= st.st_size) break;
+    if (hole > st.st_size) hole = st.st_size;
+    if (hole <= data) hole = data + 1; /* raced with a hole punch: still progress */
+    if (copy_range(r, in, out, data, hole, &use_rw, &rwbuf) < 0) goto done;
+    off = hole;
+  }
+  /* a trailing hole is only a size: extend without writing */
+  if (ftruncate(out, st.st_size) < 0) { seterr(r, "ftruncate"); goto done; }
+
+done:
+  free(rwbuf);
+  if (in >= 0) close(in);
+  if (out >= 0 && close(out) < 0 && r->err == 0) seterr(r, "close");
+  if (out >= 0 && r->err != 0) unlink(r->path2);
+}
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  req_t *r = data;
+  int fd;
+  switch (r->op) {
+  case OP_LGETXATTR: read_sized(r, 0); break;
+  case OP_LLISTXATTR: read_sized(r, 1); break;
+  case OP_LSETXATTR:
+    if (lsetxattr(r->path1, r->name, r->buf, r->buflen, (int)r->n1) < 0)
+      seterr(r, "lsetxattr");
+    break;
+  case OP_LREMOVEXATTR:
+    if (lremovexattr(r->path1, r->name) < 0) seterr(r, "lremovexattr");
+    break;
+  case OP_MKNOD:
+    if (mknod(r->path1, (mode_t)r->n1, (dev_t)r->n2) < 0) seterr(r, "mknod");
+    break;
+  case OP_RENAMEAT2:
+    if (syscall(SYS_renameat2, AT_FDCWD, r->path1, AT_FDCWD, r->path2,
+                (unsigned int)r->n1) < 0)
+      seterr(r, "renameat2");
+    break;
+  case OP_UTIMENSAT:
+    if (utimensat(AT_FDCWD, r->path1, r->ts, r->n1 ? AT_SYMLINK_NOFOLLOW : 0) < 0)
+      seterr(r, "utimensat");
+    break;
+  case OP_FUTIMENS:
+    if (futimens((int)r->n1, r->ts) < 0) seterr(r, "futimens");
+    break;
+  case OP_COPYDATA: copy_data(r); break;
+  case OP_FSYNCPATH:
+    if ((fd = open(r->path1, O_RDONLY | O_CLOEXEC)) < 0) { seterr(r, "open"); break; }
+    if (fsync(fd) < 0) seterr(r, "fsync");
+    close(fd);
+    break;
+  case OP_STATFS:
+    if (statvfs(r->path1, &r->sv) < 0) seterr(r, "statvfs");
+    break;
+  default: errno = ENOSYS; seterr(r, "dispatch"); break;
+  }
+}
+
+/* ---------- JS-thread side ---------- */
+
+static void req_free(req_t *r) {
+  free(r->path1);
+  free(r->path2);
+  free(r->name);
+  free(r->buf);
+  free(r);
+}
+
+static napi_status set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  napi_status s = napi_create_double(env, v, &n);
+  return s != napi_ok ? s : napi_set_named_property(env, obj, key, n);
+}
+
+static napi_status make_result(napi_env env, req_t *r, napi_value *out) {
+  napi_status s;
+  switch (r->op) {
+  case OP_LGETXATTR:
+  case OP_LLISTXATTR:
+    return napi_create_buffer_copy(env, r->buflen, r->buf ? r->buf : "", NULL, out);
+  case OP_COPYDATA: return napi_create_double(env, (double)r->result, out);
+  case OP_STATFS:
+    if ((s = napi_create_object(env, out)) != napi_ok) return s;
+#define F(k) if ((s = set_num(env, *out, #k, (double)r->sv.f_##k)) != napi_ok) return s
+    F(bsize); F(frsize); F(blocks); F(bfree); F(bavail); F(files); F(ffree);
+    F(favail); F(fsid); F(flag); F(namemax);
+#undef F
+    return napi_ok;
+  default: return napi_get_undefined(env, out);
+  }
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  req_t *r = data;
+  napi_value val, msg, tmp;
+  if (status != napi_ok && r->err == 0) { r->err = ECANCELED; r->syscall = "async_work"; }
+  if (r->op == OP_LGETXATTR && r->err == ENODATA) {
+    napi_get_null(env, &val);
+    napi_resolve_deferred(env, r->deferred, val);
+  } else if (r->err == 0 && make_result(env, r, &val) == napi_ok) {
+    napi_resolve_deferred(env, r->deferred, val);
+  } else {
+    int e = r->err ? r->err : ENOMEM;
+    napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &val);
+    napi_create_int32(env, e, &tmp);
+    napi_set_named_property(env, val, "errno", tmp);
+    napi_create_string_utf8(env, r->syscall ? r->syscall : op_names[r->op],
+                            NAPI_AUTO_LENGTH, &tmp);
+    napi_set_named_property(env, val, "syscall", tmp);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+    /* fallback name for errnos Node's os.constants.errno lacks (EUCLEAN...) */
+    const char *ename = strerrorname_np(e);
+    if (ename != NULL) {
+      napi_create_string_utf8(env, ename, NAPI_AUTO_LENGTH, &tmp);
+      napi_set_named_property(env, val, "errname", tmp);
+    }
+#endif
+    napi_reject_deferred(env, r->deferred, val);
+  }
+  napi_delete_async_work(env, r->work);
+  req_free(r);
+}
+
+/* Copy a string (UTF-8) or Buffer argument into a NUL-terminated heap string.
+ * Buffers keep their raw bytes; an embedded NUL is a TypeError as in fs. */
+static int get_bytes(napi_env env, napi_value v, const char *what, char **out,
+                     size_t *len, int nul_ok) {
+  bool isbuf = false;
+  napi_valuetype t;
+  size_t n = 0;
+  char *p = NULL;
+  CHECK(napi_is_buffer(env, v, &isbuf));
+  if (isbuf) {
+    void *data;
+    CHECK(napi_get_buffer_info(env, v, &data, &n));
+    if ((p = malloc(n + 1)) == NULL) goto oom;
+    if (n) memcpy(p, data, n);
+  } else {
+    CHECK(napi_typeof(env, v, &t));
+    if (t != napi_string) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
+      return -1;
+    }
+    CHECK(napi_get_value_string_utf8(env, v, NULL, 0, &n));
+    if ((p = malloc(n + 1)) == NULL) goto oom;
+    CHECK(napi_get_value_string_utf8(env, v, p, n + 1, &n));
+  }
+  p[n] = '\0';
+  if (!nul_ok && memchr(p, '\0', n) != NULL) {
+    free(p);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", what);
+    return -1;
+  }
+  *out = p;
+  if (len) *len = n;
+  return 0;
+oom:
+  napi_throw_error(env, "ENOMEM", "out of memory");
+  return -1;
+fail:
+  free(p);
+  return -1;
+}
+
+static int get_i64(napi_env env, napi_value v, const char *what, int64_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
+    return -1;
+  }
+  return napi_get_value_int64(env, v, out) == napi_ok ? 0 : -1;
+}
+
+/* argv[i], argv[i+1] = sec, nsec */
+static int get_ts(napi_env env, napi_value *argv, struct timespec *ts) {
+  int64_t sec, nsec;
+  if (get_i64(env, argv[0], "timespec sec must be a number", &sec) < 0 ||
+      get_i64(env, argv[1], "timespec nsec must be a number", &nsec) < 0)
+    return -1;
+  ts->tv_sec = (time_t)sec;
+  ts->tv_nsec = (long)nsec;
+  return 0;
+}
+
+static const int op_argc[OP_COUNT] = {
+  [OP_LGETXATTR] = 2, [OP_LSETXATTR] = 4, [OP_LLISTXATTR] = 1,
+  [OP_LREMOVEXATTR] = 2, [OP_MKNOD] = 3, [OP_RENAMEAT2] = 3,
+  [OP_UTIMENSAT] = 6, [OP_FUTIMENS] = 5, [OP_COPYDATA] = 3,
+  [OP_FSYNCPATH] = 1, [OP_STATFS] = 1,
+};
+
+/* The single JS entry point; the op code is the function's data pointer.
+ * Parses the arguments into a req_t and queues it on the thread pool. */
+static napi_value dispatch(napi_env env, napi_callback_info info) {
+  napi_value argv[6], promise = NULL, name;
+  size_t argc = 6;
+  void *data;
+  req_t *r = calloc(1, sizeof *r);
+  if (r == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, &data));
+  r->op = (enum op)(intptr_t)data;
+  if (argc < (size_t)op_argc[r->op]) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "not enough arguments");
+    goto fail;
+  }
+  switch (r->op) {
+  case OP_FUTIMENS:
+    if (get_i64(env, argv[0], "fd must be a number", &r->n1) < 0 ||
+        get_ts(env, argv + 1, &r->ts[0]) < 0 || get_ts(env, argv + 3, &r->ts[1]) < 0)
+      goto fail;
+    break;
+  default:
+    if (get_bytes(env, argv[0], "path must be a string or Buffer without null bytes",
+                  &r->path1, NULL, 0) < 0)
+      goto fail;
+    break;
+  }
+  switch (r->op) {
+  case OP_LGETXATTR: case OP_LREMOVEXATTR: case OP_LSETXATTR:
+    if (get_bytes(env, argv[1], "name must be a string or Buffer without null bytes",
+                  &r->name, NULL, 0) < 0)
+      goto fail;
+    if (r->op == OP_LSETXATTR &&
+        (get_bytes(env, argv[2], "value must be a Buffer", &r->buf, &r->buflen, 1) < 0 ||
+         get_i64(env, argv[3], "flags must be a number", &r->n1) < 0))
+      goto fail;
+    break;
+  case OP_MKNOD:
+    if (get_i64(env, argv[1], "mode must be a number", &r->n1) < 0 ||
+        get_i64(env, argv[2], "dev must be a number", &r->n2) < 0)
+      goto fail;
+    break;
+  case OP_RENAMEAT2: case OP_COPYDATA:
+    if (get_bytes(env, argv[1], "path must be a string or Buffer without null bytes",
+                  &r->path2, NULL, 0) < 0 ||
+        get_i64(env, argv[2], "flags/mode must be a number", &r->n1) < 0)
+      goto fail;
+    break;
+  case OP_UTIMENSAT:
+    if (get_ts(env, argv + 1, &r->ts[0]) < 0 || get_ts(env, argv + 3, &r->ts[1]) < 0 ||
+        get_i64(env, argv[5], "nofollow must be a number", &r->n1) < 0)
+      goto fail;
+    break;
+  default: break;
+  }
+  CHECK(napi_create_string_utf8(env, op_names[r->op], NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_promise(env, &r->deferred, &promise));
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, r, &r->work));
+  if (napi_queue_async_work(env, r->work) != napi_ok) {
+    napi_delete_async_work(env, r->work);
+    napi_throw_error(env, NULL, "napi_queue_async_work failed");
+    goto fail; /* the promise is dropped unsettled; the caller sees the throw */
+  }
+  return promise;
+fail:
+  req_free(r);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  for (int op = 0; op < OP_COUNT; op++) {
+    napi_value fn;
+    if (napi_create_function(env, op_names[op], NAPI_AUTO_LENGTH, dispatch,
+                             (void *)(intptr_t)op, &fn) != napi_ok ||
+        napi_set_named_property(env, exports, op_names[op], fn) != napi_ok)
+      return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
