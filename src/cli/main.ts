@@ -58,6 +58,7 @@ async function mountMain (argv: readonly string[]): Promise<number> {
   const layers = validateLayers(options, mountpoint)
   if (!args.daemon) {
     for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${o} is not implemented yet; ignored\n`)
+    for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${o} ignored\n`)
   }
   if (!args.foreground && !args.daemon) return await daemonize(argv, __filename)
   const log = makeLogger(args.level)

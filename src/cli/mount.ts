@@ -62,6 +62,12 @@ export async function serve (req: ServeRequest): Promise<number> {
   const report = (msg: object): void => {
     if (req.daemon) fs.writeSync(STATUS_FD, JSON.stringify(msg) + '\n')
   }
+  // Signals are handled from the start: one that arrives while mounting unmounts right after.
+  let signalled: string | undefined
+  let onSignal: (sig: string) => void = (sig) => { signalled = sig }
+  process.once('SIGTERM', () => onSignal('SIGTERM'))
+  process.once('SIGINT', () => onSignal('SIGINT'))
+
   let fuse: FuseMount
   try {
     // Modes arrive from the kernel with the caller's umask applied; ours must not apply twice.
@@ -70,14 +76,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile,
     })
     log.debug({ features: engine.features }, 'engine ready')
-    const timeout = String(options.timeout)
-    const extra = ['use_ino', 'big_writes', `entry_timeout=${timeout}`, `attr_timeout=${timeout}`, `negative_timeout=${timeout}`, ...options.fuseOptions]
-    if (!extra.includes('default_permissions')) extra.push('default_permissions')
-    // hard_remove + nullpathOk: unlinking an open file removes it at once (no .fuse_hidden
-    // files in the upper layer); its open handles keep working through their fds.
-    extra.push('hard_remove')
     fuse = new FuseMount(layers.mountpoint, makeOps(engine, () => fuse.context(), log), {
-      fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: extra, nullpathOk: true, timeout: false,
+      fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
     })
     await fuse.mount()
   } catch (err) {
@@ -100,19 +100,33 @@ export async function serve (req: ServeRequest): Promise<number> {
       log.info({ why }, 'unmounted')
       resolve(0)
     }
+    // The session's end (destroy) tells us about an unmount from outside; polling mountinfo is the safety net.
     const timer = setInterval(() => {
-      const stillThere = mountIdsAt(layers.mountpoint).some(m => m.id === mountId)
-      if (!stillThere) finish('unmounted from outside')
-    }, 250)
-    const onSignal = (sig: string): void => {
+      if (!mountIdsAt(layers.mountpoint).some(m => m.id === mountId)) finish('unmounted from outside')
+    }, 500)
+    fuse.unmounted.then(() => finish('session ended'), () => {})
+    onSignal = (sig: string): void => {
       log.info({ sig }, 'signal: unmounting')
       fuse.unmount().then(() => finish(sig), (err: unknown) => {
         log.error({ err: String(err) }, 'unmount failed')
         finish(sig)
       })
     }
-    fuse.unmounted.then(() => finish('session ended'), () => {})
-    process.once('SIGTERM', () => onSignal('SIGTERM'))
-    process.once('SIGINT', () => onSignal('SIGINT'))
+    if (signalled !== undefined) onSignal(signalled)
   })
+}
+
+/**
+ * The FUSE options of a mount. Attributes are never cached by the kernel:
+ * libfuse 2's path API gives each name of a hard-linked file its own kernel
+ * inode, so a cached size or mtime under one name would go stale after a
+ * write through another. Entries and negative lookups may be cached.
+ * hard_remove (with nullpathOk): unlinking an open file removes it at once,
+ * no .fuse_hidden files in the upper layer; its handles keep working by fd.
+ */
+function fuseOptions (options: MountOptions): string[] {
+  const t = String(options.timeout)
+  const extra = ['use_ino', 'big_writes', `entry_timeout=${t}`, 'attr_timeout=0', `negative_timeout=${t}`, 'hard_remove', ...options.fuseOptions]
+  if (!extra.includes('default_permissions')) extra.push('default_permissions')
+  return extra
 }

@@ -448,11 +448,12 @@ export class Engine {
     const s = await this.lookup.get(src)
     const d = await this.lookup.resolve(dst)
     if (s.isDir) {
+      // The order of the kernel's checks: type mismatch (VFS), then EXDEV, then ENOTEMPTY.
       if (d !== null && !d.isDir) throw new OvlError('ENOTDIR', `not a directory: ${dst}`)
-      if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
       if (!s.top.layer.isUpper || s.dirs.length > 1) {
         throw new OvlError('EXDEV', `renaming a directory that has lower layers is not supported yet: ${src}`)
       }
+      if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
     } else if (d !== null && d.isDir) {
       throw new OvlError('EISDIR', `is a directory: ${dst}`)
     }

@@ -19,6 +19,8 @@ export interface MountOptions {
   fuseOptions: string[]
   /** fuse-overlayfs options ovlfs accepts but does not implement yet. */
   unimplemented: string[]
+  /** Options nobody knows: warned about and ignored, as fuse-overlayfs does. */
+  unknown: string[]
   fsname?: string
 }
 
@@ -83,7 +85,7 @@ export function escapePath (p: string): string {
 }
 
 export function parseMountOptions (lists: readonly string[]): MountOptions {
-  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [] }
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [] }
   for (const list of lists) {
     for (const opt of splitOptionList(list)) {
       const eq = opt.indexOf('=')
@@ -125,7 +127,8 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
           if (value === undefined && PASS_THROUGH.has(key)) o.fuseOptions.push(key)
           else if (value !== undefined && PASS_THROUGH_VALUE.has(key)) o.fuseOptions.push(`${key}=${value}`)
           else if (KERNEL_DEFAULTS.has(key)) { /* the kernel's default; nothing to pass */ } else if (FUSE_OVERLAYFS_UNIMPLEMENTED.has(key)) o.unimplemented.push(opt)
-          else throw new CliError(`unknown mount option: ${opt}`)
+          // fuse-overlayfs warns about options it does not know and mounts anyway; so does ovlfs.
+          else o.unknown.push(opt)
       }
     }
   }
