@@ -468,7 +468,13 @@ export class Engine {
     if (s.isDir && dstParent.dirs.length > 1 && !await this.lookup.isOpaque(up.top)) {
       await lsetxattr(from, this.xattrs.opaque, Buffer.from('y'))
     }
-    if (srcLowerPositive && this.whiteoutStyle === 'chardev') {
+    if (s.isDir && await isWhiteoutAt(target)) {
+      // A directory cannot replace the whiteout file: swap them, then the whiteout is at the
+      // source, where it stays if a lower layer still shows the old name (as the kernel does).
+      await renameat2(from, target, RENAME_EXCHANGE)
+      if (!srcLowerPositive || this.whiteoutStyle !== 'chardev') await fsp.unlink(from)
+      if (srcLowerPositive && this.whiteoutStyle !== 'chardev') await this.placeWhiteout(from, 'none')
+    } else if (srcLowerPositive && this.whiteoutStyle === 'chardev') {
       await renameWithWhiteout(from, target, this.requireWork())
     } else {
       await fsp.rename(from, target)
