@@ -1,11 +1,12 @@
 // A canonical, comparable picture of a directory tree (lstat, never following symlinks).
 //
-// Recorded per relative path: type, permission bits (with setuid/setgid/sticky), uid, gid,
-// size (files, symlinks), sha256 of file content, symlink target, rdev (devices), visible
-// xattrs (sorted, hex values), nlink and the other names of the same inode (non-directories),
-// and mtime in ns when it is "old" (before OLD_TIME_LIMIT): only layers built by layers.ts
-// and explicit utimens ops set such times, anything the mount itself touches gets "now",
-// which legitimately differs between two mounts.
+// Recorded per relative path ('.' is the root): type, permission bits (with setuid, setgid,
+// sticky), uid, gid, size (files, symlinks), sha256 of file content, symlink target, rdev
+// (devices), visible xattrs (sorted, hex values), nlink and the other names of the same inode
+// (non-directories), d_type when readdir disagrees with lstat, and mtime in ns when it is
+// "old" (before OLD_TIME_LIMIT): only layers built by layers.ts and explicit utimens ops set
+// such times; whatever the mount itself touches gets "now", which legitimately differs
+// between two mounts. Duplicate names in a readdir are reported as problems.
 //
 // What is deliberately NOT compared (the explicit ignore list):
 //   - atime, ctime, st_ino/st_dev values, directory sizes and directory link counts;
@@ -13,9 +14,9 @@
 //   - in the merged view: overlay-private xattrs, PRIVATE_XATTR_PREFIXES (the kernel hides
 //     its own; the overlay-private-xattrs case checks hiding separately);
 //   - in the upper dir: the workdir (not below upper), every overlay-private xattr except
-//     the opaque markers (OPAQUE_XATTRS), the link count and metadata of
-//     whiteouts (the kernel hard-links one shared whiteout), and entries whose name starts
-//     with '#ovlfs' or '.fuse_hidden' (private files of ovlfs / libfuse).
+//     the opaque markers (OPAQUE_XATTRS), the link count and metadata of whiteouts (the
+//     kernel hard-links one shared whiteout), and entries whose names start with
+//     IGNORED_NAME_PREFIXES (private files of ovlfs / libfuse).
 import { createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -85,6 +86,9 @@ function walk (root: string, upper: boolean): Snapshot {
       if (e.type === 'dir') visit(r)
     }
   }
+  try {
+    entries['.'] = entry(root, fs.lstatSync(root, { bigint: true }), xattrs.get('') ?? {}, upper)
+  } catch (e) { problems.push(`lstat .: ${code(e)}`) }
   visit('')
   for (const names of inodes.values()) {
     if (names.length > 1) for (const n of names) entries[n]!.sameInode = names.filter(m => m !== n)
@@ -202,6 +206,7 @@ export function view (root: string): Record<string, string> {
   const snap = snapshotMerged(root)
   const out: Record<string, string> = {}
   for (const [p, e] of Object.entries(snap.entries)) {
+    if (p === '.') continue
     if (e.type === 'file') out[p] = 'file:' + fs.readFileSync(path.join(root, p), 'utf8')
     else if (e.type === 'symlink') out[p] = 'symlink:' + e.target
     else out[p] = e.type
