@@ -14,6 +14,7 @@ import {
 // at a chosen point (to order two concurrent operations deterministically).
 const gate = vi.hoisted(() => ({
   hold: undefined as undefined | { path: string, name: string, reached: () => void, release: Promise<void> },
+  holdCopy: undefined as undefined | { src: string, reached: () => void, release: Promise<void> },
 }))
 vi.mock('../native/sys', async (importOriginal) => {
   const real = await importOriginal<typeof import('../native/sys')>()
@@ -28,8 +29,27 @@ vi.mock('../native/sys', async (importOriginal) => {
       }
       return await real.lgetxattr(p, name)
     },
+    copyData: async (src: sys.PathLike, dst: sys.PathLike, mode: number): Promise<number> => {
+      const n = await real.copyData(src, dst, mode)
+      const h = gate.holdCopy
+      if (h !== undefined && String(src) === h.src) {
+        gate.holdCopy = undefined
+        h.reached()
+        await h.release
+      }
+      return n
+    },
   }
 })
+
+/** A gate: `reached` resolves when the held call arrives; `open()` lets it go on. */
+function makeGate (): { reached: Promise<void>, arrive: () => void, release: Promise<void>, open: () => void } {
+  let arrive!: () => void
+  let open!: () => void
+  const reached = new Promise<void>(resolve => { arrive = resolve })
+  const release = new Promise<void>(resolve => { open = resolve })
+  return { reached, arrive, release, open }
+}
 
 useTmp()
 
@@ -41,6 +61,18 @@ function capValue (): Buffer {
   const b = Buffer.alloc(20)
   b.writeUInt32LE(0x02000001, 0)
   b.writeUInt32LE(1 << 10, 4)
+  return b
+}
+
+/** A system.posix_acl_* value: version 2, then (tag, perm, id) entries; id -1 for the *_OBJ/MASK/OTHER tags. */
+function posixAcl (entries: Array<[number, number, number]>): Buffer {
+  const b = Buffer.alloc(4 + 8 * entries.length)
+  b.writeUInt32LE(2, 0)
+  entries.forEach(([tag, perm, id], i) => {
+    b.writeUInt16LE(tag, 4 + 8 * i)
+    b.writeUInt16LE(perm, 6 + 8 * i)
+    b.writeUInt32LE(id >>> 0, 8 + 8 * i)
+  })
   return b
 }
 
@@ -151,6 +183,43 @@ describe('copy-up', () => {
     expect((await s.engine.listxattr('/f')).sort()).toEqual(['security.capability', 'trusted.b', 'user.a'])
   })
 
+  it('copies POSIX ACLs (access and default)', async () => {
+    const acl = posixAcl([[1, 7, -1], [2, 5, 1000], [4, 5, -1], [0x10, 5, -1], [0x20, 4, -1]])
+    const s = await stack({
+      lowers: [{
+        f: file('x', { mode: 0o654, xattrs: { 'system.posix_acl_access': acl } }),
+        d: dir({}, { mode: 0o755, xattrs: { 'system.posix_acl_default': acl } }),
+      }],
+    })
+    const modeBefore = (await s.engine.getattr('/f')).mode
+    await s.engine.chown('/f', 1, 1)
+    await s.engine.chown('/d', 1, 1)
+    expect(await sys.lgetxattr(s.up('/f'), 'system.posix_acl_access')).toEqual(acl)
+    expect(await sys.lgetxattr(s.up('/d'), 'system.posix_acl_default')).toEqual(acl)
+    expect((await s.engine.getattr('/f')).mode).toBe(modeBefore)
+  })
+
+  it('chown with -1 (0xffffffff) leaves that id as it was', async () => {
+    const s = await stack({ lowers: [{ f: file('x', { uid: 11, gid: 12 }) }] })
+    await s.engine.chown('/f', 0xffffffff, 13)
+    await s.engine.chown('/f', 14, 0xffffffff)
+    const a = await s.engine.getattr('/f')
+    expect([a.uid, a.gid]).toEqual([14, 13])
+  })
+
+  it('layers on two filesystems: st_ino stays unique and unchanged by copy-up', async () => {
+    const s = await stack({ upper: { u1: 'u', u2: 'u' }, lowers: [{ a: 'a', b: 'b', d: dir({ c: 'c' }) }], lowersApart: true })
+    expect(fs.statSync(s.lowers[0] as string).dev).not.toBe(fs.statSync(s.upper).dev)
+    const paths = ['', '/u1', '/u2', '/a', '/b', '/d', '/d/c']
+    const before = await Promise.all(paths.map(async p => (await s.engine.getattr(p)).ino))
+    expect(new Set(before).size).toBe(paths.length)
+    await s.engine.chmod('/a', 0o600)
+    await writeMerged(s.engine, '/d/c', 'C')
+    const after = await Promise.all(paths.map(async p => (await s.engine.getattr(p)).ino))
+    expect(after).toEqual(before)
+    expect(before.every(n => Number.isSafeInteger(n) && n > 0)).toBe(true)
+  })
+
   it('does not copy overlay-private trusted.overlay.* xattrs', async () => {
     const s = await stack({
       lowers: [{ f: file('x', { xattrs: { 'trusted.overlay.origin': 'stale', 'trusted.overlay.opaque': 'y', 'user.keep': 'k' } }) }],
@@ -180,7 +249,7 @@ describe('copy-up', () => {
     expect(st.blocks).toBeLessThan(1024) // under 512 KiB allocated of 64 MiB
     const h = await s.engine.open('/f', C.O_RDONLY)
     const b = Buffer.alloc(6)
-    await s.engine.read(h, '/f', b, 6, 32 * 1024 * 1024)
+    await s.engine.read(h, b, 6, 32 * 1024 * 1024)
     await s.engine.release(h)
     expect(b.toString()).toBe('middle')
   })
@@ -294,19 +363,45 @@ describe('copy-up', () => {
 
   it('an operation that resolved the file before a concurrent copy-up does not copy it up again over newer data', async () => {
     const s = await stack({ lowers: [{ f: file('lower', { xattrs: { 'user.x': '1' } }) }] })
-    let reached!: () => void
-    let release!: () => void
-    const atGate = new Promise<void>(resolve => { reached = resolve })
-    gate.hold = { path: s.low(0, '/f'), name: 'user.x', reached, release: new Promise<void>(resolve => { release = resolve }) }
+    const g = makeGate()
+    gate.hold = { path: s.low(0, '/f'), name: 'user.x', reached: g.arrive, release: g.release }
     // removexattr looks the file up (lower), then checks the lower xattr: held there.
     const removing = s.engine.removexattr('/f', 'user.x')
-    await atGate
+    await g.reached
     // Meanwhile a writer copies the file up and writes.
     await writeMerged(s.engine, '/f', 'UPPER', 0, C.O_WRONLY | C.O_TRUNC)
-    release()
+    g.open()
     await removing
     expect(await readMerged(s.engine, '/f')).toBe('UPPER')
     expect(await s.engine.listxattr('/f')).toEqual([])
+  })
+
+  it('no half-copied file is ever visible: the copy is built in <workdir>/work and renamed into place', async () => {
+    const s = await stack({ lowers: [{ d: dir({ f: 'x'.repeat(100_000) }) }] })
+    const g = makeGate()
+    gate.holdCopy = { src: s.low(0, '/d/f'), reached: g.arrive, release: g.release }
+    const writing = writeMerged(s.engine, '/d/f', 'Y')
+    await g.reached
+    // Mid-copy: the data is in a temporary in the work dir, nothing at the name yet.
+    expect(fs.existsSync(s.up('/d/f'))).toBe(false)
+    expect(workLeft(s).length).toBe(1)
+    expect(fs.statSync(`${s.work}/work/${workLeft(s)[0] as string}`).size).toBe(100_000)
+    // Other operations go on meanwhile, and still see the lower file.
+    expect((await s.engine.getattr('/d/f')).size).toBe(100_000)
+    expect((await readMerged(s.engine, '/d/f')).slice(0, 2)).toBe('xx')
+    g.open()
+    await writing
+    expect((await readMerged(s.engine, '/d/f')).slice(0, 2)).toBe('Yx')
+    expect(workLeft(s)).toEqual([])
+  })
+
+  it('leftovers of an interrupted copy-up in <workdir>/work are removed at open', async () => {
+    const s = await stack({ lowers: [{ f: 'x' }] })
+    fs.writeFileSync(`${s.work}/work/#ovlfs-half-copied`, 'partial')
+    fs.mkdirSync(`${s.work}/work/#ovlfs-half-dir/sub`, { recursive: true })
+    await s.reopen()
+    expect(workLeft(s)).toEqual([])
+    expect(await realTree(s.upper)).toEqual({})
   })
 
   it('with the user.* xattr namespace (no trusted.*), symlinks and fifos still copy up', async () => {

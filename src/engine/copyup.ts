@@ -1,11 +1,11 @@
 import { promises as fsp, type BigIntStats } from 'node:fs'
-import { copyData, fsyncPath, llistxattr, lgetxattr, lsetxattr, mknod, utimensat } from '../native/sys'
+import { RENAME_NOREPLACE, copyData, fsyncPath, llistxattr, lgetxattr, lsetxattr, mknod, renameat2, utimensat } from '../native/sys'
 import { OvlError, codeOf } from './errors'
 import { encodeOrigin } from './inode'
 import { type Layer, realPath, splitPath } from './layers'
 import { type Lookup, type Node, hitPath } from './lookup'
 import type { WorkDir } from './workdir'
-import type { OverlayXattrs } from './xattrs'
+import { OPAQUE_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
 
 export interface CopyUpOptions {
   /** Copy the file's data too (false for an open with O_TRUNC or a truncate to 0). */
@@ -28,7 +28,7 @@ export class CopyUp {
     private readonly work: WorkDir,
     private readonly xattrs: OverlayXattrs,
     private readonly sync: boolean,
-    private readonly onCopiedUp: (path: string) => void,
+    private readonly onCopiedUp: (path: string, upperReal: string) => Promise<void>,
   ) {}
 
   /** The node of `path` with its top in the upper layer, copying it (and its parents) up first. */
@@ -53,32 +53,47 @@ export class CopyUp {
   private async copy (node: Node, opts: CopyUpOptions): Promise<Node> {
     const [parentPath] = splitPath(node.path)
     await this.ensureDir(parentPath)
-    const src = hitPath(node.top)
-    const st = await fsp.lstat(src, { bigint: true })
+    // Another request may have copied it up (and written to it) since `node` was resolved.
+    const current = await this.lookup.get(node.path)
+    if (current.top.layer.isUpper) return current
+    const src = hitPath(current.top)
+    // The stat from lookup: taken before ovlfs itself read the directory (which moves its atime).
+    const st = current.stat
     const tmp = this.work.temp()
+    const target = realPath(this.upper, node.path)
     try {
       await this.createCopy(src, tmp, st, opts)
-      if (st.isDirectory() || st.nlink === 1n) await lsetxattr(tmp, this.xattrs.origin, encodeOrigin(node.ino))
       // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
       await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
       if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-      await copyXattrs(src, tmp)
+      await copyXattrs(src, tmp, this.xattrs)
+      if (st.isDirectory() || st.nlink === 1n) await this.setOrigin(tmp, current.ino, st)
       await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
       if (this.sync && st.isFile()) await fsyncPath(tmp)
       // Linking the copy into its parent must not change the parent's times (the kernel restores them too).
       const parentReal = realPath(this.upper, parentPath)
       const pst = await fsp.lstat(parentReal, { bigint: true })
-      await fsp.rename(tmp, realPath(this.upper, node.path))
+      await renameat2(tmp, target, RENAME_NOREPLACE)
       await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
     } catch (err) {
       await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
       throw err
     }
     this.lookup.invalidate(node.path)
-    this.onCopiedUp(node.path)
+    await this.onCopiedUp(node.path, target)
     const copied = await this.lookup.get(node.path)
     if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
     return copied
+  }
+
+  /** Record the st_ino the object had, so it keeps it. User xattrs cannot go on symlinks and special files. */
+  private async setOrigin (tmp: string, ino: number, st: BigIntStats): Promise<void> {
+    try {
+      await lsetxattr(tmp, this.xattrs.origin, encodeOrigin(ino))
+    } catch (err) {
+      const c = codeOf(err)
+      if (!(c === 'EPERM' && !st.isFile() && !st.isDirectory()) && !isUnsupported(err)) throw err
+    }
   }
 
   private async createCopy (src: string, tmp: string, st: BigIntStats, opts: CopyUpOptions): Promise<void> {
@@ -96,8 +111,12 @@ export class CopyUp {
   }
 }
 
-/** Copy every xattr but overlay-private ones (which would change the meaning of the copy). */
-export async function copyXattrs (src: string, dst: string): Promise<void> {
+/**
+ * Copy every xattr but the overlay-private ones of the namespace in use, and
+ * the markers ovlfs honours in either namespace (an opaque marker copied onto
+ * the upper copy would hide the directory's own lower contents).
+ */
+export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): Promise<void> {
   let names: string[]
   try {
     names = await llistxattr(src)
@@ -106,7 +125,7 @@ export async function copyXattrs (src: string, dst: string): Promise<void> {
     throw err
   }
   for (const name of names) {
-    if (name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.')) continue
+    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name)) continue
     const value = await lgetxattr(src, name)
     if (value === null) continue
     try {

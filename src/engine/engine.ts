@@ -8,10 +8,11 @@ import {
 import { CopyUp } from './copyup'
 import { OvlError, codeOf } from './errors'
 import { Handles, closeFd, openFd, type OpenFile } from './handles'
+import { KeyedLocks } from './locks'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
 import { Lookup, type Node, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
-import { aufsWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
+import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
 import { WorkDir } from './workdir'
 import { isPrivateXattr, overlayXattrs, type OverlayXattrs, type XattrNamespace } from './xattrs'
 
@@ -19,6 +20,7 @@ const C = fs.constants
 const S_IFMT = 0o170000
 const S_IFCHR = 0o020000
 const S_ISGID = 0o2000
+const S_IFDIR = 0o040000
 const O_ACCMODE = 3
 
 /** Who asks: the FUSE caller's fsuid/fsgid, used as owner of what it creates. */
@@ -80,6 +82,7 @@ export class Engine {
   readonly stack: LayerStack
   readonly lookup: Lookup
   readonly handles = new Handles()
+  private readonly locks = new KeyedLocks()
   private readonly copyUp: CopyUp | undefined
   private readonly work: WorkDir | undefined
   private readonly whiteoutStyle: WhiteoutStyle
@@ -98,7 +101,7 @@ export class Engine {
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries })
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
-      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, (p) => this.handles.markCopiedUp(p))
+      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, async (p, upperReal) => await this.handles.moveToUpper(p, upperReal))
     }
   }
 
@@ -184,21 +187,26 @@ export class Engine {
     const real = hitPath(node.top)
     const fd = await openFd(real, (flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY)) | C.O_NOFOLLOW)
     if (writes) this.lookup.invalidate(path)
-    return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), node.top.layer.isUpper, path, node.ino)
+    const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), node.top.layer.isUpper, path, node.ino)
+    if (!h.upper) {
+      // A copy-up that finished while this lower file was being opened missed this handle.
+      const now = await this.lookup.get(path)
+      if (now.top.layer.isUpper) await this.handles.moveToUpper(path, hitPath(now.top))
+    }
+    return h
   }
 
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<OpenFile> {
     const openFlags = (flags & ~(C.O_EXCL | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW
     let fd = -1
-    await this.createObject(path, caller, false, async (target) => {
+    await this.createObject(path, caller, mode, async (target) => {
       fd = await openFd(target, openFlags, mode & 0o7777)
     })
     const node = await this.lookup.get(path)
     return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
   }
 
-  async read (h: OpenFile, path: string | null, buf: Buffer, len: number, pos: number): Promise<number> {
-    if (h.stale && path !== null) await this.handles.refresh(h, hitPath((await this.lookup.get(path)).top))
+  async read (h: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
     const { bytesRead } = await readP(h.fd, buf, 0, len, pos)
     return bytesRead
   }
@@ -274,35 +282,37 @@ export class Engine {
   // ---- creating --------------------------------------------------------------
 
   async mkdir (path: string, mode: number, caller: Caller): Promise<void> {
-    await this.createObject(path, caller, true, async (target) => {
+    await this.createObject(path, caller, S_IFDIR | (mode & 0o7777), async (target) => {
       await fsp.mkdir(target, { mode: mode & 0o7777 })
     })
   }
 
   async mknod (path: string, mode: number, dev: number, caller: Caller): Promise<void> {
     if ((mode & S_IFMT) === 0o100000 || (mode & S_IFMT) === 0) {
-      await this.createObject(path, caller, false, async (target) => {
+      await this.createObject(path, caller, mode, async (target) => {
         await closeFd(await openFd(target, C.O_CREAT | C.O_EXCL | C.O_WRONLY, mode & 0o7777))
       })
       return
     }
-    await this.createObject(path, caller, false, async (target) => {
+    await this.createObject(path, caller, mode, async (target) => {
       await mknod(target, mode, dev)
     })
   }
 
   async symlink (target: string, path: string, caller: Caller): Promise<void> {
-    await this.createObject(path, caller, false, async (real) => {
+    await this.createObject(path, caller, 0o120777, async (real) => {
       await fsp.symlink(target, real)
     })
   }
 
   async link (src: string, dst: string): Promise<void> {
     const s = await this.lookup.get(src)
+    this.assertWritable()
+    await this.assertNewName(dst)
     if (s.isDir) throw new OvlError('EPERM', `cannot hard-link a directory: ${src}`)
     const up = await this.writable(s)
     // No owner change: a hard link shares the inode, whose owner stays.
-    await this.createObject(dst, undefined, false, async (real) => {
+    await this.createObject(dst, undefined, 0, async (real) => {
       await fsp.link(hitPath(up.top), real)
     })
     this.lookup.invalidate(src)
@@ -313,22 +323,28 @@ export class Engine {
    * Over an upper whiteout the object is built in the work dir and renamed in
    * (a directory made there is opaque, so the lower one stays hidden).
    */
-  private async createObject (path: string, caller: Caller | undefined, isDir: boolean, make: (real: string) => Promise<void>): Promise<void> {
+  private async createObject (path: string, caller: Caller | undefined, mode: number, make: (real: string) => Promise<void>): Promise<void> {
     this.assertWritable()
     const [parentPath, name] = splitPath(path)
+    assertCreatableName(name)
+    await this.locks.with([path], async () => await this.createLocked(path, parentPath, name, caller, mode, make))
+  }
+
+  private async createLocked (path: string, parentPath: string, name: string, caller: Caller | undefined, mode: number, make: (real: string) => Promise<void>): Promise<void> {
+    const isDir = (mode & S_IFMT) === S_IFDIR
+    await this.assertNewName(path)
     const parent = await this.ensureDir(parentPath)
-    if (await this.lookup.resolve(path) !== null) throw new OvlError('EEXIST', `file exists: ${path}`)
     const target = realPath(parent.top.layer, joinPath(parent.top.rel, name))
     const overWhiteout = await isWhiteoutAt(target)
     const aufsWh = realPath(parent.top.layer, joinPath(parent.top.rel, aufsWhiteoutName(name)))
     const overAufsWhiteout = await existsNoFollow(aufsWh)
     const owner = caller !== undefined ? await this.ownerFor(hitPath(parent.top), caller) : undefined
     const finish = async (real: string): Promise<void> => {
-      if (owner !== undefined) await fsp.lchown(real, owner.uid, owner.gid)
-      if (isDir && owner?.setgid === true) {
-        const st = await fsp.lstat(real)
-        await fsp.chmod(real, (st.mode & 0o7777) | S_ISGID)
-      }
+      if (owner === undefined) return
+      await fsp.lchown(real, owner.uid, owner.gid)
+      // chown clears setuid/setgid; the kernel creates as the caller and keeps the bits asked for.
+      const keep = (mode & 0o6000) | (isDir && owner.setgid ? S_ISGID : 0)
+      if (keep !== 0 && (mode & S_IFMT) !== 0o120000) await fsp.chmod(real, (mode & 0o7777) | keep)
     }
     if (!overWhiteout && !overAufsWhiteout) {
       await make(target)
@@ -357,6 +373,18 @@ export class Engine {
     this.lookup.invalidate(path)
   }
 
+  /** The parent of `path` exists and is a directory (ENOENT/ENOTDIR), and `path` does not exist (EEXIST). */
+  private async assertNewName (path: string): Promise<void> {
+    await this.existingDir(splitPath(path)[0])
+    if (await this.lookup.resolve(path) !== null) throw new OvlError('EEXIST', `file exists: ${path}`)
+  }
+
+  private async existingDir (path: string): Promise<Node> {
+    const n = await this.lookup.get(path)
+    if (!n.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path || '/'}`)
+    return n
+  }
+
   private async ownerFor (parentReal: string, caller: Caller): Promise<{ uid: number, gid: number, setgid: boolean }> {
     const pst = await fsp.lstat(parentReal)
     const setgid = (pst.mode & S_ISGID) !== 0
@@ -367,19 +395,23 @@ export class Engine {
 
   async unlink (path: string): Promise<void> {
     this.assertWritable()
-    const node = await this.lookup.get(path)
-    if (node.isDir) throw new OvlError('EISDIR', `is a directory: ${path}`)
-    await this.remove(node)
+    await this.locks.with([path], async () => {
+      const node = await this.lookup.get(path)
+      if (node.isDir) throw new OvlError('EISDIR', `is a directory: ${path}`)
+      await this.remove(node)
+    })
   }
 
   async rmdir (path: string): Promise<void> {
     this.assertWritable()
     if (path === '') throw new OvlError('EBUSY', 'cannot remove the root')
-    const node = await this.lookup.get(path)
-    if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path}`)
-    if (!await isEmptyDir(this.lookup, node)) throw new OvlError('ENOTEMPTY', `directory not empty: ${path}`)
-    await this.remove(node)
-    this.lookup.invalidate(path)
+    await this.locks.with([path], async () => {
+      const node = await this.lookup.get(path)
+      if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path}`)
+      if (!await isEmptyDir(this.lookup, node)) throw new OvlError('ENOTEMPTY', `directory not empty: ${path}`)
+      await this.remove(node)
+      this.lookup.invalidate(path)
+    })
   }
 
   /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
@@ -440,13 +472,23 @@ export class Engine {
 
   async rename (src: string, dst: string): Promise<void> {
     this.assertWritable()
+    assertCreatableName(splitPath(dst)[1])
+    await this.locks.with([src, dst], async () => await this.renameLocked(src, dst))
+  }
+
+  private async renameLocked (src: string, dst: string): Promise<void> {
     if (src === dst) {
       await this.lookup.get(src)
       return
     }
-    if (dst.startsWith(src + '/')) throw new OvlError('EINVAL', `cannot move ${src} into itself`)
     const s = await this.lookup.get(src)
+    const [dstParentPath, dstName] = splitPath(dst)
+    await this.existingDir(dstParentPath)
+    if (dst.startsWith(src + '/')) throw new OvlError('EINVAL', `cannot move ${src} into itself`)
+    // The VFS's lock_rename trap: a target that is an ancestor of the source.
+    if (src.startsWith(dst + '/') || dst === '') throw new OvlError('ENOTEMPTY', `${dst || '/'} is an ancestor of ${src}`)
     const d = await this.lookup.resolve(dst)
+    // Every check comes before any copy-up, as in the VFS: a failing rename changes nothing.
     if (s.isDir) {
       // The order of the kernel's checks: type mismatch (VFS), then EXDEV, then ENOTEMPTY.
       if (d !== null && !d.isDir) throw new OvlError('ENOTDIR', `not a directory: ${dst}`)
@@ -459,7 +501,6 @@ export class Engine {
     }
     const srcLowerPositive = await this.lookup.lowerPositive(src)
     const up = await this.writable(s)
-    const [dstParentPath, dstName] = splitPath(dst)
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
@@ -522,6 +563,15 @@ export class Engine {
 
 export { UTIME_NOW, UTIME_OMIT }
 export type { Timespec, DirEntry, OpenFile }
+
+/**
+ * Names starting with `.wh.` are whiteouts in ovlfs's layers: one created
+ * through the mount would hide a lower name, so they are refused (EINVAL, as
+ * fuse-overlayfs does); the kernel, which ignores such names, allows them.
+ */
+function assertCreatableName (name: string): void {
+  if (isWhiteoutName(name)) throw new OvlError('EINVAL', `names starting with .wh. are reserved for whiteouts: ${name}`)
+}
 
 /** FUSE attributes of a real object; a merged directory reports nlink 1, as the kernel does. */
 function attrOf (st: BigIntStats, ino: number, mergedDir: boolean): Attr {

@@ -10,8 +10,6 @@ export interface OpenFile {
   readonly flags: number
   /** Whether `fd` is in the upper layer. */
   upper: boolean
-  /** Set when the file was copied up after this read-only handle was opened on the lower copy. */
-  stale: boolean
   /** Merged path when opened (for finding handles to refresh on copy-up). */
   path: string
   /** Merged st_ino of the file (for fgetattr after the name is gone). */
@@ -21,8 +19,7 @@ export interface OpenFile {
 /**
  * The table of open files. The kernel's overlayfs makes a file opened
  * read-only before its copy-up read the copied-up data afterwards; so does
- * ovlfs: a copy-up marks lower handles of that path stale and the next read
- * reopens them on the upper copy.
+ * ovlfs: a copy-up reopens the lower handles of that path on the upper copy.
  */
 export class Handles {
   private readonly byId = new Map<number, OpenFile>()
@@ -33,7 +30,7 @@ export class Handles {
     let id = this.nextId
     while (this.byId.has(id) || id === 0) id = (id + 1) % 0x7fffffff
     this.nextId = (id + 1) % 0x7fffffff
-    const h: OpenFile = { id, fd, flags, upper, stale: false, path, ino }
+    const h: OpenFile = { id, fd, flags, upper, path, ino }
     this.byId.set(id, h)
     if (!upper) {
       let set = this.lowerByPath.get(path)
@@ -57,23 +54,23 @@ export class Handles {
     return h
   }
 
-  /** After a copy-up of `path`: read-only handles on the lower copy must move to the upper one. */
-  markCopiedUp (path: string): void {
+  /**
+   * After a copy-up of `path`: move its read-only handles from the lower copy
+   * to the upper one at once (not lazily: the name may be unlinked before the
+   * next read, and reads by handle carry no path then).
+   */
+  async moveToUpper (path: string, upperPath: string): Promise<void> {
     const set = this.lowerByPath.get(path)
     if (set === undefined) return
-    for (const h of set) h.stale = true
     this.lowerByPath.delete(path)
-  }
-
-  /** Reopen a stale handle on the upper copy at `upperPath`. */
-  async refresh (h: OpenFile, upperPath: string): Promise<void> {
     const C = fs.constants
-    const fd = await openFd(upperPath, (h.flags & ~(C.O_CREAT | C.O_EXCL | C.O_TRUNC)) | C.O_NOFOLLOW)
-    const old = h.fd
-    h.fd = fd
-    h.upper = true
-    h.stale = false
-    await closeFd(old)
+    for (const h of set) {
+      const fd = await openFd(upperPath, (h.flags & ~(C.O_CREAT | C.O_EXCL | C.O_TRUNC)) | C.O_NOFOLLOW)
+      const old = h.fd
+      h.fd = fd
+      h.upper = true
+      await closeFd(old)
+    }
   }
 
   get size (): number {

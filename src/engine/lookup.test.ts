@@ -2,6 +2,7 @@
 // and `.wh.NAME`), opaque directories (trusted/user xattr, `.wh..wh..opq`),
 // non-directories stopping the merge. Run both with the lower-directory
 // listing cache and without it (maxListingEntries 1: every probe is an lstat).
+import * as fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import {
   C, WH, chr, dir, exists, expectErrno, fifo, file, mergedTree, names, opaqueDir, readMerged, stack, symlink, useTmp,
@@ -156,6 +157,14 @@ describe.each([
     const s = await stack({ lowers: [{ l: symlink('../nowhere') }, { l: symlink('other') }], engine: engineOpts })
     expect(await s.engine.readlink('/l')).toBe('../nowhere')
     await expectErrno(s.engine.readlink(''), 'EINVAL')
+  })
+
+  it('a merged directory reports the st_ino of its top-most lower directory, as the kernel does', async () => {
+    // The kernel (same fs, index=off) shows a merged dir with its lower dir's st_ino,
+    // also when the upper dir was not made by a copy-up (no origin xattr).
+    const s = await stack({ upper: { d: dir(), o: opaqueDir() }, lowers: [{ d: dir(), o: dir() }], engine: engineOpts })
+    expect((await s.engine.getattr('/d')).ino).toBe(fs.statSync(s.low(0, '/d')).ino)
+    expect((await s.engine.getattr('/o')).ino).toBe(fs.statSync(s.up('/o')).ino) // opaque: not merged
   })
 
   it('st_ino is stable and distinct per object; a merged dir reports nlink 1', async () => {

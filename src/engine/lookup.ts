@@ -109,7 +109,8 @@ export class Lookup {
   private async resolveRoot (): Promise<Node> {
     const top = { layer: this.stack.layers[0] as Layer, rel: '' }
     const stat = await fsp.lstat(hitPath(top), { bigint: true })
-    return { path: '', parent: undefined, top, stat, isDir: true, ino: await this.inoOf(top, stat), dirs: this.stack.layers.map(layer => ({ layer, rel: '' })), stale: false }
+    const dirs = this.stack.layers.map(layer => ({ layer, rel: '' }))
+    return { path: '', parent: undefined, top, stat, isDir: true, ino: await this.inoOf(top, stat, dirs), dirs, stale: false }
   }
 
   private async resolveChild (path: string): Promise<Node | null> {
@@ -136,14 +137,23 @@ export class Lookup {
       if (await this.isOpaque(hit)) break
     }
     if (top === undefined || stat === undefined) return null
-    return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat), dirs: stat.isDirectory() ? dirs : [top], stale: false }
+    return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat, dirs), dirs: stat.isDirectory() ? dirs : [top], stale: false }
   }
 
-  /** The merged st_ino of the object at `top`: its origin's number when it was copied up. */
-  async inoOf (top: Hit, stat: BigIntStats): Promise<number> {
+  /**
+   * The merged st_ino of the object at `top`: its origin's number when it was
+   * copied up; for a merged directory whose upper part has no origin record,
+   * its top-most lower directory's (as the kernel reports).
+   */
+  async inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[]): Promise<number> {
     if (top.layer.isUpper) {
       const origin = decodeOrigin(await lgetxattr(hitPath(top), this.originXattr).catch(() => null))
       if (origin !== undefined) return origin
+      const lower = stat.isDirectory() ? dirs[1] : undefined
+      if (lower !== undefined) {
+        const lst = await fsp.lstat(hitPath(lower), { bigint: true })
+        return this.inodes.map(Number(lst.dev), lst.ino)
+      }
     }
     return this.inodes.map(Number(stat.dev), stat.ino)
   }

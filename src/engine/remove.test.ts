@@ -3,6 +3,7 @@
 // mkdir over a whiteout makes an opaque directory. Both whiteout styles.
 import * as fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { lgetxattr } from '../native/sys'
 import {
   ROOT, WH, WHITEOUT_STYLES, absentIn, dir, exists, expectErrno, file, isOpaqueXattr, mergedTree, names, readMerged,
   realTree, stack, useTmp, writeMerged,
@@ -140,6 +141,35 @@ describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
     const s = await mk({ lowers: [{ x: 'x' }] })
     await s.engine.mkdir('/d', 0o755, ROOT)
     expect(await isOpaqueXattr(s.up('/d'))).toBe(false)
+  })
+
+  it('a remount shows the same merged view (whiteouts and opaque dirs persist)', async () => {
+    const s = await mk({
+      upper: { keep: 'k' },
+      lowers: [{ a: 'a', d: dir({ x: 'x', y: 'y' }), e: dir({ z: 'z' }) }, { b: 'b', d: dir({ w: 'w' }) }],
+    })
+    await s.engine.unlink('/a')
+    await s.engine.unlink('/b')
+    await s.engine.unlink('/d/x')
+    await s.engine.unlink('/e/z')
+    await s.engine.rmdir('/e')
+    await s.engine.mkdir('/e', 0o755, ROOT)
+    await s.engine.mknod('/e/new', 0o100644, 0, ROOT)
+    await writeMerged(s.engine, '/d/y', 'Y')
+    const view = await mergedTree(s.engine)
+    expect(view).toEqual({ '/d': 'dir', '/d/w': 'file:w', '/d/y': 'file:Y', '/e': 'dir', '/e/new': 'file:', '/keep': 'file:k' })
+    expect(await mergedTree(await s.reopen())).toEqual(view)
+  })
+
+  it('in the user.* xattr namespace, mkdir over a whiteout marks user.overlay.opaque (hidden from the view)', async () => {
+    const s = await stack({ lowers: [{ d: dir({ a: 'a' }) }], whiteouts: style === 'aufs' ? 'aufs' : undefined, xattrNamespace: 'user' })
+    await s.engine.unlink('/d/a')
+    await s.engine.rmdir('/d')
+    await s.engine.mkdir('/d', 0o755, ROOT)
+    expect((await lgetxattr(s.up('/d'), 'user.overlay.opaque'))?.toString()).toBe('y')
+    expect(await names(s.engine, '/d')).toEqual([])
+    expect(await s.engine.listxattr('/d')).toEqual([])
+    expect(await mergedTree(await s.reopen())).toEqual({ '/d': 'dir' })
   })
 
   it('unlink of a lower file in a directory whose upper copy is opaque leaves no whiteout', async () => {

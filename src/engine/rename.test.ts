@@ -109,6 +109,21 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     await expectErrno(s.engine.rename('/a', '/b'), 'EXDEV')
   })
 
+  it('a rename that fails copies nothing up (the VFS checks the target before the overlay copies up)', async () => {
+    const s = await mk({ lowers: [{ f: 'f', g: 'g', d: dir({ x: 'x' }) }] })
+    await expectErrno(s.engine.rename('/f', '/none/x'), 'ENOENT')
+    await expectErrno(s.engine.rename('/f', '/g/x'), 'ENOTDIR')
+    expect(await realTree(s.upper)).toEqual({})
+  })
+
+  it('errno order as in the VFS: a missing target parent is ENOENT, a target below a file ENOTDIR, a target that is an ancestor ENOTEMPTY', async () => {
+    const s = await mk({ lowers: [{ d: dir({ s: dir({ q: 'q' }), f: 'f' }), e: dir({ x: dir() }) }] })
+    await expectErrno(s.engine.rename('/d/s', '/none/x'), 'ENOENT')
+    await expectErrno(s.engine.rename('/d/f', '/d/f/y'), 'ENOTDIR')
+    await expectErrno(s.engine.rename('/d/s', '/d'), 'ENOTEMPTY')
+    await expectErrno(s.engine.rename('/e/x', '/e'), 'ENOTEMPTY')
+  })
+
   it('type mismatches and bad targets', async () => {
     const s = await mk({ upper: { u: dir() }, lowers: [{ f: 'f', d: dir({ in: dir() }), e: dir() }] })
     await expectErrno(s.engine.rename('/f', '/d'), 'EISDIR')

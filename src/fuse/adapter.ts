@@ -84,8 +84,8 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       run('create', path, async () => (await engine.create(normPath(path), mode, flags, who)).id, cb)
     },
 
-    read: (path, fh, buf, len, pos, cb) => {
-      engine.read(engine.handles.get(fh), path === null ? null : normPath(path), buf, len, pos).then(
+    read: (_path, fh, buf, len, pos, cb) => {
+      engine.read(engine.handles.get(fh), buf, len, pos).then(
         (n) => cb(n),
         (err: unknown) => cb(-errnoOf(err)),
       )

@@ -1,0 +1,108 @@
+// Open files across copy-up and unlink: a file opened read-only on a lower
+// layer reads (and fstat()s) the copied-up object after its copy-up, as in
+// the kernel; an unlinked open file stays usable. The FUSE adapter passes a
+// null path for an unlinked open file (hard_remove + nullpath_ok).
+import { describe, expect, it } from 'vitest'
+import { C, expectErrno, readHandle, readMerged, stack, useTmp, writeMerged } from './test-helpers'
+
+useTmp()
+
+describe('open files', () => {
+  it('a lower file opened read-only reads the new data after another handle copies it up and writes', async () => {
+    const s = await stack({ lowers: [{ f: 'old data' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    expect(r.upper).toBe(false)
+    expect(await readHandle(s.engine, r, '/f')).toBe('old data')
+    const w = await s.engine.open('/f', C.O_WRONLY)
+    const b = Buffer.from('NEW')
+    await s.engine.write(w, b, 3, 0)
+    expect(await readHandle(s.engine, r, '/f')).toBe('NEW data')
+    await s.engine.write(w, Buffer.from('!!'), 2, 8)
+    expect(await readHandle(s.engine, r, '/f')).toBe('NEW data!!')
+    await s.engine.release(w)
+    await s.engine.release(r)
+    expect(s.engine.handles.size).toBe(0)
+  })
+
+  it('fstat through a read-only lower handle shows the copied-up file (new size, mode)', async () => {
+    const s = await stack({ lowers: [{ f: 'old' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    const ino = (await s.engine.fgetattr(r)).ino
+    await writeMerged(s.engine, '/f', 'much longer data')
+    await s.engine.chmod('/f', 0o600)
+    const a = await s.engine.fgetattr(r)
+    expect(a.ino).toBe(ino)
+    expect(a.size).toBe(16)
+    expect(a.mode & 0o7777).toBe(0o600)
+    await s.engine.release(r)
+  })
+
+  it('after copy-up and unlink, a read-only lower handle still reads the copied-up data (null path)', async () => {
+    const s = await stack({ lowers: [{ f: 'old data' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    await writeMerged(s.engine, '/f', 'new data', 0, C.O_WRONLY | C.O_TRUNC)
+    await s.engine.unlink('/f')
+    expect(await readHandle(s.engine, r, null)).toBe('new data')
+    await s.engine.release(r)
+  })
+
+  it('unlink of an open lower file keeps the handle readable', async () => {
+    const s = await stack({ lowers: [{ f: 'lower' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    await s.engine.unlink('/f')
+    await expectErrno(s.engine.getattr('/f'), 'ENOENT')
+    expect(await readHandle(s.engine, r, null)).toBe('lower')
+    expect((await s.engine.fgetattr(r)).size).toBe(5)
+    await s.engine.release(r)
+  })
+
+  it('unlink of an open upper file keeps the handle readable and writable', async () => {
+    const s = await stack({ lowers: [{ f: 'lower' }] })
+    const w = await s.engine.open('/f', C.O_RDWR)
+    expect(w.upper).toBe(true)
+    await s.engine.unlink('/f')
+    await s.engine.write(w, Buffer.from('L'), 1, 0)
+    expect(await readHandle(s.engine, w, null)).toBe('Lower')
+    await s.engine.ftruncate(w, 2)
+    expect((await s.engine.fgetattr(w)).size).toBe(2)
+    await s.engine.release(w)
+    await expectErrno(s.engine.getattr('/f'), 'ENOENT')
+  })
+
+  it('a handle keeps reading its file after a rename (path given is the new name)', async () => {
+    const s = await stack({ lowers: [{ f: 'data' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    await s.engine.rename('/f', '/g')
+    expect(await readHandle(s.engine, r, '/g')).toBe('data')
+    await s.engine.release(r)
+  })
+
+  it('open for write with O_TRUNC empties the file; O_APPEND appends', async () => {
+    const s = await stack({ lowers: [{ f: 'abc', g: 'abc' }] })
+    await s.engine.release(await s.engine.open('/f', C.O_WRONLY | C.O_TRUNC))
+    expect(await readMerged(s.engine, '/f')).toBe('')
+    const a = await s.engine.open('/g', C.O_WRONLY | C.O_APPEND)
+    await s.engine.write(a, Buffer.from('d'), 1, 0)
+    await s.engine.release(a)
+    expect(await readMerged(s.engine, '/g')).toBe('abcd')
+  })
+
+  it('ftruncate through a read-only handle is refused; a released handle is gone', async () => {
+    const s = await stack({ lowers: [{ f: 'abc' }] })
+    const r = await s.engine.open('/f', C.O_RDONLY)
+    await expectErrno(s.engine.ftruncate(r, 0), 'EBADF')
+    await s.engine.release(r)
+    expect(() => s.engine.handles.get(r.id)).toThrow(/EBADF/)
+    expect(await readMerged(s.engine, '/f')).toBe('abc')
+  })
+
+  it('many handles on one file', async () => {
+    const s = await stack({ lowers: [{ f: 'x'.repeat(100) }] })
+    const hs = await Promise.all(Array.from({ length: 50 }, async () => await s.engine.open('/f', C.O_RDONLY)))
+    expect(new Set(hs.map(h => h.id)).size).toBe(50)
+    await writeMerged(s.engine, '/f', 'Y')
+    for (const h of hs) expect((await readHandle(s.engine, h, '/f')).slice(0, 2)).toBe('Yx')
+    await Promise.all(hs.map(async h => await s.engine.release(h)))
+    expect(s.engine.handles.size).toBe(0)
+  })
+})
