@@ -9,6 +9,7 @@ import { LOG_LEVELS, makeLogger } from './log'
 import { DAEMON_FLAG, daemonize, serve } from './mount'
 import { validateLayers } from './validate'
 import { parseMountOptions } from '../fuse/options'
+import { MappingOptionError, fromMountOptions, type MappingOptions } from '../engine/mapping'
 
 const USAGE = `usage:
   ovlfs [-f] [-d] [--log-level LEVEL] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
@@ -56,13 +57,26 @@ async function mountMain (argv: readonly string[]): Promise<number> {
   const options = parseMountOptions(args.optionLists)
   if (options.fsname === undefined && args.positionals.length === 2) options.fsname = args.positionals[0]
   const layers = validateLayers(options, mountpoint)
+  const mapping = mappingOptions(options.mapping)
   if (!args.daemon) {
+    for (const w of mapping.warnings) process.stderr.write(`ovlfs: warning: ${w}\n`)
+    for (const o of mapping.ignored) process.stderr.write(`ovlfs: warning: unknown option ${o} ignored\n`)
+    if (mapping.xattrPermissions !== 0) process.stderr.write('ovlfs: warning: option xattr_permissions is not implemented yet; ignored\n')
     for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${o} is not implemented yet; ignored\n`)
     for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${o} ignored\n`)
   }
   if (!args.foreground && !args.daemon) return await daemonize(argv, __filename)
   const log = makeLogger(args.level)
-  return await serve({ layers, options, log, daemon: args.daemon })
+  return await serve({ layers, options, mapping, log, daemon: args.daemon })
+}
+
+function mappingOptions (opts: readonly string[]): MappingOptions {
+  try {
+    return fromMountOptions(opts)
+  } catch (err) {
+    if (err instanceof MappingOptionError) throw new CliError(err.message)
+    throw err
+  }
 }
 
 export async function main (argv: readonly string[]): Promise<number> {

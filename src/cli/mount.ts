@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import type { Logger } from 'pino'
 import { Engine } from '../engine/engine'
+import { IdMapping, readKernelOverflowIds, type MappingOptions } from '../engine/mapping'
 import { makeOps } from '../fuse/adapter'
 import { FuseMount } from '../fuse/binding'
 import type { MountOptions } from '../fuse/options'
@@ -48,6 +49,7 @@ export async function daemonize (argv: readonly string[], script: string): Promi
 export interface ServeRequest {
   layers: ValidatedLayers
   options: MountOptions
+  mapping: MappingOptions
   log: Logger
   /** Set when started by daemonize(): report readiness on STATUS_FD. */
   daemon: boolean
@@ -76,7 +78,9 @@ export async function serve (req: ServeRequest): Promise<number> {
       lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile,
     })
     log.debug({ features: engine.features }, 'engine ready')
-    fuse = new FuseMount(layers.mountpoint, makeOps(engine, () => fuse.context(), log), {
+    const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())
+    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink })
+    fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
     })
     await fuse.mount()
@@ -85,8 +89,8 @@ export async function serve (req: ServeRequest): Promise<number> {
     report({ error: message })
     throw new CliError(message)
   }
-  const ids = mountIdsAt(layers.mountpoint).filter(m => m.fstype === 'fuse.ovlfs').map(m => m.id)
-  const mountId = ids[ids.length - 1]
+  const ours = mountIdsAt(layers.mountpoint).filter(m => m.fstype === 'fuse.ovlfs').map(m => m.id)
+  const mountId = ours[ours.length - 1]
   log.info({ mountpoint: layers.mountpoint, mountId }, 'mounted')
   report({ ready: true })
   if (req.daemon) fs.closeSync(STATUS_FD)

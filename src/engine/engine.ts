@@ -481,9 +481,11 @@ export class Engine {
       await this.lookup.get(src)
       return
     }
-    const s = await this.lookup.get(src)
+    // The VFS resolves both parents before it looks the names up.
     const [dstParentPath, dstName] = splitPath(dst)
+    await this.existingDir(splitPath(src)[0])
     await this.existingDir(dstParentPath)
+    const s = await this.lookup.get(src)
     if (dst.startsWith(src + '/')) throw new OvlError('EINVAL', `cannot move ${src} into itself`)
     // The VFS's lock_rename trap: a target that is an ancestor of the source.
     if (src.startsWith(dst + '/') || dst === '') throw new OvlError('ENOTEMPTY', `${dst || '/'} is an ancestor of ${src}`)

@@ -120,6 +120,7 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     const s = await mk({ lowers: [{ d: dir({ s: dir({ q: 'q' }), f: 'f' }), e: dir({ x: dir() }) }] })
     await expectErrno(s.engine.rename('/d/s', '/none/x'), 'ENOENT')
     await expectErrno(s.engine.rename('/d/f', '/d/f/y'), 'ENOTDIR')
+    await expectErrno(s.engine.rename('/d/none', '/d/f/y'), 'ENOTDIR') // both parents are resolved before the source name
     await expectErrno(s.engine.rename('/d/s', '/d'), 'ENOTEMPTY')
     await expectErrno(s.engine.rename('/e/x', '/e'), 'ENOTEMPTY')
   })

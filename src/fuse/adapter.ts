@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Attr, Caller, Engine } from '../engine/engine'
 import { errnoOf } from '../engine/errors'
 import { normPath } from '../engine/layers'
+import { IdMapping, isAclXattr, staticNlink } from '../engine/mapping'
 import type { CallerContext, FuseOps, FuseStat, Timespec } from './binding'
 
 const S_IFMT = 0o170000
@@ -16,8 +17,21 @@ const TYPE_MODE: Record<string, number> = {
  * expects (negative errno). The caller context is read synchronously at the
  * start of each handler, as the patched binding requires.
  */
-export function makeOps (engine: Engine, context: () => CallerContext, log: Logger): FuseOps {
+/** fuse-overlayfs's id mapping and static_nlink, applied at the FUSE boundary (see engine/mapping.ts). */
+export interface Presentation {
+  readonly ids: IdMapping
+  readonly staticNlink: boolean
+}
+
+export function makeOps (engine: Engine, context: () => CallerContext, log: Logger, view: Presentation = { ids: new IdMapping(), staticNlink: false }): FuseOps {
   const debug = log.isLevelEnabled('debug')
+  const { ids } = view
+
+  /** Attributes as the mount shows them: owners mapped host → merged; directories' nlink 1 with static_nlink. */
+  function present (a: Attr): FuseStat {
+    const mapped = ids.attrToMerged(toFuseStat(a))
+    return view.staticNlink ? staticNlink(mapped) : mapped
+  }
 
   /** Run an engine call and answer FUSE: cb(0, result) or cb(-errno). */
   function run<T> (op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void): void {
@@ -34,9 +48,10 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     )
   }
 
+  /** The requesting process's ids, mapped merged → host (the owner new objects get on disk). */
   function caller (): Caller {
     const c = context()
-    return { uid: c.uid, gid: c.gid }
+    return { uid: ids.toHost('uid', c.uid), gid: ids.toHost('gid', c.gid) }
   }
 
   return {
@@ -44,10 +59,10 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     destroy: (cb) => cb(0),
 
-    getattr: (path, cb) => run('getattr', path, async () => toFuseStat(await engine.getattr(normPath(path))), cb),
+    getattr: (path, cb) => run('getattr', path, async () => present(await engine.getattr(normPath(path))), cb),
 
     fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
-      toFuseStat(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
+      present(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
 
     readdir: (path, cb) => {
       if (path === null) return cb(-2)
@@ -114,7 +129,15 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     chmod: (path, mode, cb) => run('chmod', path, async () => await engine.chmod(normPath(path), mode), cb),
 
-    chown: (path, uid, gid, cb) => run('chown', path, async () => await engine.chown(normPath(path), uid, gid), cb),
+    chown: (path, uid, gid, cb) => run('chown', path, async () => {
+      const host = ids.chownToHost(uid, gid)
+      try {
+        await engine.chown(normPath(path), host.uid, host.gid)
+      } catch (err) {
+        // fuse-overlayfs reports a failing chown as success when squashing owners.
+        if (!ids.ignoresChownErrors) throw err
+      }
+    }, cb),
 
     mknod: (path, mode, dev, cb) => {
       const who = caller()
@@ -142,11 +165,14 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     getxattr: (path, name, _position, cb) => run('getxattr', path, async () => {
       const v = await engine.getxattr(normPath(path), name)
       if (v === null) throw Object.assign(new Error('no such xattr'), { code: 'ENODATA' })
-      return v
+      return isAclXattr(name) ? ids.aclToMerged(v) : v
     }, cb),
 
     setxattr: (path, name, value, _position, flags, cb) =>
-      run('setxattr', path, async () => await engine.setxattr(normPath(path), name, Buffer.from(value), flags), cb),
+      run('setxattr', path, async () => {
+        const v = Buffer.from(value)
+        await engine.setxattr(normPath(path), name, isAclXattr(name) ? ids.aclToHost(v) : v, flags)
+      }, cb),
 
     listxattr: (path, cb) => run('listxattr', path, async () => await engine.listxattr(normPath(path)), cb),
 

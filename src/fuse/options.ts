@@ -1,4 +1,5 @@
 import { CliError } from '../cli/errors'
+import { isMappingOption } from '../engine/mapping'
 
 /**
  * Mount options as fuse-overlayfs and mount(8)/mount.fuse pass them:
@@ -21,6 +22,8 @@ export interface MountOptions {
   unimplemented: string[]
   /** Options nobody knows: warned about and ignored, as fuse-overlayfs does. */
   unknown: string[]
+  /** fuse-overlayfs's id-mapping family (uidmapping=, squash_to_root, static_nlink, …), for mapping.ts. */
+  mapping: string[]
   fsname?: string
 }
 
@@ -35,9 +38,8 @@ const KERNEL_DEFAULTS = new Set(['relatime', 'strictatime', 'nodiratime', 'dirat
 const PASS_THROUGH_VALUE = new Set(['max_read', 'blksize', 'uid', 'gid', 'umask', 'user_id', 'group_id', 'subtype', 'max_write'])
 /** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
 const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
-  'context', 'uidmapping', 'gidmapping', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
-  'xattr_permissions', 'squash_to_root', 'squash_to_uid', 'squash_to_gid', 'static_nlink', 'noacl', 'redirect_dir',
-  'index', 'metacopy', 'xino', 'userxattr', 'debug',
+  'context', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
+  'redirect_dir', 'index', 'metacopy', 'xino', 'userxattr', 'debug',
 ])
 
 /** Split on an unescaped separator; `\x` stands for x. */
@@ -85,7 +87,7 @@ export function escapePath (p: string): string {
 }
 
 export function parseMountOptions (lists: readonly string[]): MountOptions {
-  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [] }
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
   for (const list of lists) {
     for (const opt of splitOptionList(list)) {
       const eq = opt.indexOf('=')
@@ -126,6 +128,7 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
         default:
           if (value === undefined && PASS_THROUGH.has(key)) o.fuseOptions.push(key)
           else if (value !== undefined && PASS_THROUGH_VALUE.has(key)) o.fuseOptions.push(`${key}=${value}`)
+          else if (isMappingOption(opt)) o.mapping.push(opt)
           else if (KERNEL_DEFAULTS.has(key)) { /* the kernel's default; nothing to pass */ } else if (FUSE_OVERLAYFS_UNIMPLEMENTED.has(key)) o.unimplemented.push(opt)
           // fuse-overlayfs warns about options it does not know and mounts anyway; so does ovlfs.
           else o.unknown.push(opt)
