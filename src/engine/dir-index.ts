@@ -1,21 +1,33 @@
-import { promises as fsp, type Dirent } from 'node:fs'
 import { LRUCache } from 'lru-cache'
+import { readdirIno, type DirentIno } from '../native/sys'
 
 /** File type of a directory entry, as readdir reports it (d_type). */
 export type EntryType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock' | 'unknown'
 
-export function direntType (d: Dirent): EntryType {
-  if (d.isFile()) return 'file'
-  if (d.isDirectory()) return 'dir'
-  if (d.isSymbolicLink()) return 'symlink'
-  if (d.isCharacterDevice()) return 'chr'
-  if (d.isBlockDevice()) return 'blk'
-  if (d.isFIFO()) return 'fifo'
-  if (d.isSocket()) return 'sock'
-  return 'unknown'
+const DT_TYPES: Record<number, EntryType> = { 1: 'fifo', 2: 'chr', 4: 'dir', 6: 'blk', 8: 'file', 10: 'symlink', 12: 'sock' }
+
+export function dtType (d: number): EntryType {
+  return DT_TYPES[d] ?? 'unknown'
 }
 
-export type Listing = ReadonlyMap<string, EntryType>
+/** A directory entry as getdents gives it: its type and inode number. */
+export interface EntryInfo {
+  readonly type: EntryType
+  readonly ino: number
+}
+
+/** Read a real directory: every entry with its type and inode number, in one pass. */
+export async function listDir (dir: string): Promise<Map<string, EntryInfo>> {
+  const m = new Map<string, EntryInfo>()
+  for (const d of await readdirIno(dir)) m.set(d.name, info(d))
+  return m
+}
+
+function info (d: DirentIno): EntryInfo {
+  return { type: dtType(d.type), ino: Number(d.ino) }
+}
+
+export type Listing = ReadonlyMap<string, EntryInfo>
 
 /**
  * Listings of lower-layer directories. Lower layers never change while
@@ -25,13 +37,13 @@ export type Listing = ReadonlyMap<string, EntryType>
  * bound alone is not cached (lookups there fall back to lstat).
  */
 export class DirIndex {
-  private readonly cache: LRUCache<string, Map<string, EntryType>>
-  private readonly inflight = new Map<string, Promise<Map<string, EntryType> | null>>()
+  private readonly cache: LRUCache<string, Map<string, EntryInfo>>
+  private readonly inflight = new Map<string, Promise<Map<string, EntryInfo> | null>>()
   readonly maxEntries: number
 
   constructor (maxEntries = 200_000) {
     this.maxEntries = maxEntries
-    this.cache = new LRUCache<string, Map<string, EntryType>>({
+    this.cache = new LRUCache<string, Map<string, EntryInfo>>({
       maxSize: maxEntries,
       sizeCalculation: (m) => Math.max(1, m.size),
     })
@@ -50,16 +62,14 @@ export class DirIndex {
     return await p
   }
 
-  private async load (dir: string): Promise<Map<string, EntryType> | null> {
-    let entries: Dirent[]
+  private async load (dir: string): Promise<Map<string, EntryInfo> | null> {
+    let m: Map<string, EntryInfo>
     try {
-      entries = await fsp.readdir(dir, { withFileTypes: true })
+      m = await listDir(dir)
     } catch {
       return null
     }
-    if (entries.length > this.maxEntries) return null
-    const m = new Map<string, EntryType>()
-    for (const d of entries) m.set(d.name, direntType(d))
+    if (m.size > this.maxEntries) return null
     this.cache.set(dir, m)
     return m
   }

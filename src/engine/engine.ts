@@ -143,15 +143,20 @@ export class Engine {
 
   /**
    * The merged listing with each entry's merged st_ino, so that d_ino agrees
-   * with stat's st_ino (as the kernel's overlayfs makes it agree). Resolving
-   * the entries also warms the lookup cache for the stat calls that follow.
+   * with stat's st_ino (as the kernel's overlayfs makes it agree). An entry
+   * from a lower layer reports its own inode number there (d_ino from
+   * getdents, no syscall per entry); one from the upper layer may carry an
+   * origin record, so it is looked up.
    */
   async readdirWithIno (path: string): Promise<Array<DirEntry & { ino: number }>> {
     const entries = await this.readdir(path)
-    return await mapLimit(entries, 64, async (e) => {
+    const out = entries.map(e => ({ ...e, ino: this.lookup.inodes.map(e.hit.layer.dev, BigInt(e.realIno)) }))
+    const fromUpper = out.filter(e => e.hit.layer.isUpper)
+    await mapLimit(fromUpper, 64, async (e) => {
       const child = await this.lookup.resolve(joinPath(path, e.name)).catch(() => null)
-      return { ...e, ino: child?.ino ?? 1 }
+      if (child !== null) e.ino = child.ino
     })
+    return out
   }
 
   async readlink (path: string): Promise<string> {

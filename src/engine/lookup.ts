@@ -163,7 +163,7 @@ export class Lookup {
     if (!dir.layer.isUpper) {
       const listing = await this.dirIndex.get(hitPath(dir))
       if (listing !== null) {
-        const t = listing.get(name)
+        const t = listing.get(name)?.type
         if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? { kind: 'whiteout' } : { kind: 'none' }
         if (t !== 'chr') return { kind: 'entry', isDir: t === 'dir' }
       }

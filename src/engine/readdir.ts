@@ -1,5 +1,5 @@
 import { promises as fsp } from 'node:fs'
-import { direntType, type EntryType, type Listing } from './dir-index'
+import { listDir, type EntryType, type Listing } from './dir-index'
 import type { Lookup, Node, Hit } from './lookup'
 import { hitPath } from './lookup'
 import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
@@ -7,6 +7,9 @@ import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
 export interface DirEntry {
   readonly name: string
   readonly type: EntryType
+  /** The layer the entry comes from, and its inode number there (d_ino). */
+  readonly hit: Hit
+  readonly realIno: number
 }
 
 /**
@@ -21,7 +24,7 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
   for (const hit of dir.dirs) {
     const listing = await listLayerDir(lookup, hit)
     const hiddenBelow: string[] = []
-    for (const [name, type] of listing) {
+    for (const [name, { type, ino }] of listing) {
       if (isWhiteoutName(name)) {
         const target = whiteoutTarget(name)
         if (target !== undefined) hiddenBelow.push(target)
@@ -30,7 +33,7 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
       if (seen.has(name)) continue
       seen.add(name)
       if (type === 'chr' && await isCharWhiteout(hitPath(hit) + '/' + name)) continue
-      out.push({ name, type })
+      out.push({ name, type, hit, realIno: ino })
     }
     for (const name of hiddenBelow) seen.add(name)
   }
@@ -48,9 +51,7 @@ async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
     const cached = await lookup.dirIndex.get(real)
     if (cached !== null) return cached
   }
-  const m = new Map<string, EntryType>()
-  for (const d of await fsp.readdir(real, { withFileTypes: true })) m.set(d.name, direntType(d))
-  return m
+  return await listDir(real)
 }
 
 async function isCharWhiteout (p: string): Promise<boolean> {

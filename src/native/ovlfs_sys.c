@@ -34,18 +34,21 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <dirent.h>
+#include <stdint.h>
 #include <unistd.h>
 #include <linux/fs.h> /* FICLONE */
 
 enum op {
   OP_LGETXATTR, OP_LSETXATTR, OP_LLISTXATTR, OP_LREMOVEXATTR, OP_MKNOD,
   OP_RENAMEAT2, OP_UTIMENSAT, OP_FUTIMENS, OP_COPYDATA, OP_FSYNCPATH,
-  OP_STATFS, OP_COUNT
+  OP_STATFS, OP_READDIR, OP_COUNT
 };
 
 static const char *const op_names[OP_COUNT] = {
   "lgetxattr", "lsetxattr", "llistxattr", "lremovexattr", "mknod",
-  "renameat2", "utimensat", "futimens", "copyData", "fsyncPath", "statfs"
+  "renameat2", "utimensat", "futimens", "copyData", "fsyncPath", "statfs",
+  "readdirIno"
 };
 
 /* One in-flight request. Everything the worker thread touches is owned here. */
@@ -189,12 +192,52 @@ done:
   if (out >= 0 && r->err != 0) unlink(r->path2);
 }
 
+/* readdirIno: every entry but . and .. as records of
+ * [u64 d_ino (LE)][u8 d_type][u16 name length (LE)][name bytes], so a listing
+ * with inode numbers costs one getdents loop instead of one lstat per entry. */
+static void read_dir(req_t *r) {
+  DIR *d = opendir(r->path1);
+  if (d == NULL) { seterr(r, "opendir"); return; }
+  size_t cap = 64 * 1024, len = 0;
+  char *out = malloc(cap);
+  if (out == NULL) { closedir(d); errno = ENOMEM; seterr(r, "malloc"); return; }
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(d);
+    if (e == NULL) {
+      if (errno != 0) { seterr(r, "readdir"); free(out); closedir(d); return; }
+      break;
+    }
+    if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0)))
+      continue;
+    size_t n = strlen(e->d_name);
+    if (len + 11 + n > cap) {
+      char *bigger = realloc(out, cap * 2 + n);
+      if (bigger == NULL) { free(out); closedir(d); errno = ENOMEM; seterr(r, "realloc"); return; }
+      out = bigger;
+      cap = cap * 2 + n;
+    }
+    uint64_t ino = (uint64_t)e->d_ino;
+    for (int i = 0; i < 8; i++) out[len++] = (char)((ino >> (8 * i)) & 0xff);
+    out[len++] = (char)e->d_type;
+    out[len++] = (char)(n & 0xff);
+    out[len++] = (char)((n >> 8) & 0xff);
+    memcpy(out + len, e->d_name, n);
+    len += n;
+  }
+  closedir(d);
+  free(r->buf);
+  r->buf = out;
+  r->buflen = len;
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   req_t *r = data;
   int fd;
   switch (r->op) {
   case OP_LGETXATTR: read_sized(r, 0); break;
+  case OP_READDIR: read_dir(r); break;
   case OP_LLISTXATTR: read_sized(r, 1); break;
   case OP_LSETXATTR:
     if (lsetxattr(r->path1, r->name, r->buf, r->buflen, (int)r->n1) < 0)
@@ -252,6 +295,7 @@ static napi_status make_result(napi_env env, req_t *r, napi_value *out) {
   switch (r->op) {
   case OP_LGETXATTR:
   case OP_LLISTXATTR:
+  case OP_READDIR:
     return napi_create_buffer_copy(env, r->buflen, r->buf ? r->buf : "", NULL, out);
   case OP_COPYDATA: return napi_create_double(env, (double)r->result, out);
   case OP_STATFS:
@@ -362,7 +406,7 @@ static const int op_argc[OP_COUNT] = {
   [OP_LGETXATTR] = 2, [OP_LSETXATTR] = 4, [OP_LLISTXATTR] = 1,
   [OP_LREMOVEXATTR] = 2, [OP_MKNOD] = 3, [OP_RENAMEAT2] = 3,
   [OP_UTIMENSAT] = 6, [OP_FUTIMENS] = 5, [OP_COPYDATA] = 3,
-  [OP_FSYNCPATH] = 1, [OP_STATFS] = 1,
+  [OP_FSYNCPATH] = 1, [OP_STATFS] = 1, [OP_READDIR] = 1,
 };
 
 /* The single JS entry point; the op code is the function's data pointer.

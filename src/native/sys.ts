@@ -34,6 +34,7 @@ interface Addon {
   copyData(src: PathLike, dst: PathLike, mode: number): Promise<number>
   fsyncPath(p: PathLike): Promise<void>
   statfs(p: PathLike): Promise<StatFs>
+  readdirIno(p: PathLike): Promise<Buffer>
 }
 
 export const XATTR_CREATE = 1
@@ -209,4 +210,35 @@ export function fsyncPath(p: PathLike): Promise<void> {
 /** statvfs(3). */
 export function statfs(p: PathLike): Promise<StatFs> {
   return run(p, undefined, (a) => a.statfs(p))
+}
+
+/** One directory entry with its d_type (DT_* number) and d_ino, as getdents reports them. */
+export interface DirentIno {
+  name: string
+  type: number
+  ino: bigint
+}
+
+export const DT_UNKNOWN = 0
+export const DT_FIFO = 1
+export const DT_CHR = 2
+export const DT_DIR = 4
+export const DT_BLK = 6
+export const DT_REG = 8
+export const DT_LNK = 10
+export const DT_SOCK = 12
+
+/** readdir(3) with inode numbers, in one pass on the pool ('.' and '..' left out). */
+export async function readdirIno(p: PathLike): Promise<DirentIno[]> {
+  const buf = await run(p, undefined, (a) => a.readdirIno(p))
+  const out: DirentIno[] = []
+  let i = 0
+  while (i + 11 <= buf.length) {
+    const ino = buf.readBigUInt64LE(i)
+    const type = buf[i + 8] as number
+    const n = buf.readUInt16LE(i + 9)
+    out.push({ name: buf.toString('utf8', i + 11, i + 11 + n), type, ino })
+    i += 11 + n
+  }
+  return out
 }
