@@ -35,7 +35,9 @@ const PASS_THROUGH = new Set([
 /** Accepted and meaning the kernel's default already (libfuse2 does not know them). */
 const KERNEL_DEFAULTS = new Set(['relatime', 'strictatime', 'nodiratime', 'diratime', 'lazytime', 'nolazytime', 'user', 'nouser', 'auto', 'noauto', 'defaults', '_netdev', 'nofail', 'silent', 'loud'])
 /** FUSE options with a value that are passed through. */
-const PASS_THROUGH_VALUE = new Set(['max_read', 'blksize', 'uid', 'gid', 'umask', 'user_id', 'group_id', 'subtype', 'max_write'])
+const PASS_THROUGH_VALUE = new Set(['max_read', 'blksize', 'uid', 'gid', 'umask', 'user_id', 'group_id', 'subtype', 'max_write',
+  // libfuse's cache timeouts; they come after ovlfs's own in the option list, so they win.
+  'entry_timeout', 'attr_timeout', 'negative_timeout'])
 /** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
 const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
   'context', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
