@@ -55,7 +55,7 @@ NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
 # builds the native addon at `npm ci`; perl-base: the tests' process reaper; docker.io
 # (with containerd, runc): native-tests/docker-real.test.ts runs a private dockerd of its own.
 PACKAGES=(libfuse2 fuse3 attr acl fuse-overlayfs busybox-static util-linux procps psmisc
-  g++ make python3 perl-base ca-certificates docker.io)
+  g++ make python3 perl-base ca-certificates docker.io strace)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -65,7 +65,8 @@ function checkMountpoint (p: string): string {
   try {
     st = fs.statSync(abs)
   } catch (err) {
-    if (codeOf(err) === 'ENOTCONN') {
+    // Right after a daemon dies the first stat can also give ECONNABORTED.
+    if (codeOf(err) === 'ENOTCONN' || codeOf(err) === 'ECONNABORTED') {
       throw new CliError(`mountpoint ${abs} has a stale FUSE mount (transport endpoint is not connected); clear it with: fusermount -uz ${abs}`)
     }
     throw new CliError(`mountpoint ${abs} does not exist`)

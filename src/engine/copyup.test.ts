@@ -22,7 +22,7 @@ vi.mock('../native/sys', async (importOriginal) => {
     ...real,
     lgetxattr: async (p: sys.PathLike, name: sys.PathLike): Promise<Buffer | null> => {
       const h = gate.hold
-      if (h !== undefined && String(p) === h.path && String(name) === h.name) {
+      if (h !== undefined && samePath(p, h.path) && String(name) === h.name) {
         gate.hold = undefined
         h.reached()
         await h.release
@@ -32,7 +32,7 @@ vi.mock('../native/sys', async (importOriginal) => {
     copyData: async (src: sys.PathLike, dst: sys.PathLike, mode: number): Promise<number> => {
       const n = await real.copyData(src, dst, mode)
       const h = gate.holdCopy
-      if (h !== undefined && String(src) === h.src) {
+      if (h !== undefined && samePath(src, h.src)) {
         gate.holdCopy = undefined
         h.reached()
         await h.release
@@ -41,6 +41,15 @@ vi.mock('../native/sys', async (importOriginal) => {
     },
   }
 })
+
+/** The engine addresses layers through /proc/self/fd/N (it holds them open): compare real paths. */
+function samePath (p: sys.PathLike, expected: string): boolean {
+  try {
+    return fs.realpathSync(String(p)) === fs.realpathSync(expected)
+  } catch {
+    return String(p) === expected
+  }
+}
 
 /** A gate: `reached` resolves when the held call arrives; `open()` lets it go on. */
 function makeGate (): { reached: Promise<void>, arrive: () => void, release: Promise<void>, open: () => void } {

@@ -109,7 +109,8 @@ export class Engine {
    * Build an engine. With an upper layer: clears the work dir's leftovers and
    * probes what the upper filesystem allows (char-dev whiteouts, trusted.* xattrs).
    */
-  static async open (options: EngineOptions): Promise<Engine> {
+  static async open (given: EngineOptions): Promise<Engine> {
+    const options = pinLayers(given)
     if (options.upperdir === undefined) return new Engine(options, { whiteouts: 'chardev', xattrNamespace: 'trusted' })
     if (options.workdir === undefined) throw new OvlError('EINVAL', 'upperdir needs a workdir')
     const work = new WorkDir(options.workdir)
@@ -595,6 +596,22 @@ function attrOf (st: BigIntStats, ino: number, mergedDir: boolean): Attr {
     atimeNs: st.atimeNs,
     mtimeNs: st.mtimeNs,
     ctimeNs: st.ctimeNs,
+  }
+}
+
+/**
+ * Hold every layer directory (and the workdir) open and address it through
+ * its descriptor (/proc/self/fd/N), as the kernel holds its layers: renaming
+ * or moving a layer directory under a live mount changes nothing for it.
+ */
+function pinLayers (o: EngineOptions): EngineOptions {
+  // The trailing '/.' makes even an lstat of the layer root follow the descriptor's magic link.
+  const pin = (dir: string): string => `/proc/self/fd/${fs.openSync(dir, C.O_RDONLY | C.O_DIRECTORY)}/.`
+  return {
+    ...o,
+    lowerdirs: o.lowerdirs.map(pin),
+    upperdir: o.upperdir !== undefined ? pin(o.upperdir) : undefined,
+    workdir: o.workdir !== undefined ? pin(o.workdir) : undefined,
   }
 }
 

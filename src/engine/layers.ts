@@ -31,15 +31,15 @@ export class LayerStack {
   constructor (config: LayerStackConfig, devOf: (dir: string) => number) {
     const layers: Layer[] = []
     if (config.upperdir !== undefined) {
-      layers.push({ index: 0, root: path.resolve(config.upperdir), isUpper: true, dev: devOf(config.upperdir) })
+      layers.push({ index: 0, root: absolute(config.upperdir), isUpper: true, dev: devOf(config.upperdir) })
     }
     for (const dir of config.lowerdirs) {
-      layers.push({ index: layers.length, root: path.resolve(dir), isUpper: false, dev: devOf(dir) })
+      layers.push({ index: layers.length, root: absolute(dir), isUpper: false, dev: devOf(dir) })
     }
     this.layers = layers
     this.upper = config.upperdir !== undefined ? layers[0] : undefined
     this.lowers = layers.filter(l => !l.isUpper)
-    this.workdir = config.workdir !== undefined ? path.resolve(config.workdir) : undefined
+    this.workdir = config.workdir !== undefined ? absolute(config.workdir) : undefined
   }
 
   get readOnly (): boolean {
@@ -66,4 +66,9 @@ export function normPath (p: string): string {
 
 export function joinPath (parent: string, name: string): string {
   return parent + '/' + name
+}
+
+/** An absolute path as given (a pinned '/proc/self/fd/N/.' must keep its '/.'). */
+function absolute (p: string): string {
+  return path.isAbsolute(p) ? p : path.resolve(p)
 }
