@@ -35,7 +35,16 @@ export function validateLayers (o: MountOptions, mountpoint: string): ValidatedL
   } else if (o.workdir !== undefined) {
     throw new CliError('workdir given without upperdir')
   }
-  return { lowerdirs, upperdir, workdir, mountpoint: checkMountpoint(mountpoint) }
+  const mnt = checkMountpoint(mountpoint)
+  // A mount point strictly inside a layer would put the mount in the daemon's own path
+  // walks (the kernel's never cross mounts; ours would, and wait on themselves).
+  // On a layer itself is fine: the layers are held open before the mount is made.
+  for (const [what, dir] of [...lowerdirs.map(l => ['lowerdir', l] as const), ['upperdir', upperdir] as const, ['workdir', workdir] as const]) {
+    if (dir !== undefined && (mnt.startsWith(dir + '/') || (dir === '/' && mnt !== '/'))) {
+      throw new CliError(`mountpoint ${mnt} is inside ${what} ${dir}; mount on the layer itself or outside it`)
+    }
+  }
+  return { lowerdirs, upperdir, workdir, mountpoint: mnt }
 }
 
 function realDir (p: string, what: string, mode: number): string {

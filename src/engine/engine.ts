@@ -9,6 +9,7 @@ import { CopyUp } from './copyup'
 import { OvlError, codeOf } from './errors'
 import { Handles, closeFd, openFd, type OpenFile } from './handles'
 import { KeyedLocks } from './locks'
+import { dropSgidOnWrite, type Writer } from './privs'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
 import { Lookup, type Node, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
@@ -217,7 +218,11 @@ export class Engine {
     return bytesRead
   }
 
-  async write (h: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
+  async write (h: OpenFile, buf: Buffer, len: number, pos: number, who?: Writer): Promise<number> {
+    if (who !== undefined && !h.privsDropped) {
+      h.privsDropped = true
+      await dropSgidOnWrite(h.fd, who)
+    }
     const { bytesWritten } = await writeP(h.fd, buf, 0, len, pos)
     return bytesWritten
   }
@@ -451,7 +456,7 @@ export class Engine {
     if (this.whiteoutStyle === 'aufs') {
       const dir = target.slice(0, target.lastIndexOf('/'))
       const name = target.slice(target.lastIndexOf('/') + 1)
-      await closeFd(await openFd(dir + '/' + aufsWhiteoutName(name), C.O_CREAT | C.O_WRONLY, 0o000))
+      await makeAufsWhiteout(dir + '/' + aufsWhiteoutName(name))
       if (existing === 'dir') {
         const trash = work.temp()
         await fsp.rename(target, trash)
@@ -642,15 +647,35 @@ async function existsNoFollow (p: string): Promise<boolean> {
     await fsp.lstat(p)
     return true
   } catch (err) {
-    if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR') return false
+    // `.wh.NAME` of a 252..255-byte NAME is longer than any name can be: absent.
+    if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR' || codeOf(err) === 'ENAMETOOLONG') return false
     throw err
+  }
+}
+
+/**
+ * Create the empty file `.wh.NAME` without following anything planted there:
+ * O_EXCL|O_NOFOLLOW; an existing regular file is already the whiteout, anything
+ * else at that name (a symlink, a directory) is replaced.
+ */
+async function makeAufsWhiteout (p: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await closeFd(await openFd(p, C.O_CREAT | C.O_EXCL | C.O_WRONLY | C.O_NOFOLLOW, 0o000))
+      return
+    } catch (err) {
+      if (codeOf(err) !== 'EEXIST' || attempt > 2) throw err
+    }
+    const st = await fsp.lstat(p)
+    if (st.isFile()) return
+    await fsp.rm(p, { recursive: true, force: true })
   }
 }
 
 /** Remove the whiteouts left in an upper directory that is empty in the merged view. */
 async function clearWhiteouts (dir: string): Promise<void> {
-  for (const name of await fsp.readdir(dir)) {
-    await fsp.rm(dir + '/' + name, { recursive: true, force: true })
+  for (const name of await fsp.readdir(dir, { encoding: 'buffer' })) {
+    await fsp.rm(Buffer.concat([Buffer.from(dir + '/'), name]), { recursive: true, force: true })
   }
 }
 

@@ -14,6 +14,8 @@ export interface OpenFile {
   path: string
   /** Merged st_ino of the file (for fgetattr after the name is gone). */
   readonly ino: number
+  /** Whether a write has already checked the setgid bit (see privs.ts). */
+  privsDropped?: boolean
 }
 
 /**

@@ -4,7 +4,7 @@ import { lgetxattr } from '../native/sys'
 import { DirIndex } from './dir-index'
 import { OvlError, codeOf } from './errors'
 import { type Layer, type LayerStack, realPath, splitPath, joinPath } from './layers'
-import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutStat } from './whiteout'
+import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './whiteout'
 import { InodeMap, decodeOrigin } from './inode'
 import { OPAQUE_NAMES } from './xattrs'
 
@@ -35,7 +35,11 @@ export interface Node {
   stale: boolean
 }
 
-type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean }
+/**
+ * `belowHidden`: the same layer also holds `.wh.NAME` (an OCI layer that deleted
+ * NAME and made it anew): the layers below are not merged into it.
+ */
+type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean, belowHidden: boolean }
 
 /**
  * Top-down lookup through the layers, as the kernel's ovl_lookup: the first
@@ -117,6 +121,8 @@ export class Lookup {
     const [parentPath, name] = splitPath(path)
     const parent = await this.resolve(parentPath)
     if (parent === null) return null
+    // `.wh.*` names are markers, never objects of the merged view (they are not listed either).
+    if (isWhiteoutName(name)) return null
     if (!parent.isDir) throw new OvlError('ENOTDIR', `not a directory: ${parentPath}`)
     let top: Hit | undefined
     let stat: BigIntStats | undefined
@@ -134,7 +140,7 @@ export class Lookup {
         break
       }
       dirs.push(hit)
-      if (await this.isOpaque(hit)) break
+      if (probe.belowHidden || await this.isOpaque(hit)) break
     }
     if (top === undefined || stat === undefined) return null
     return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat, dirs), dirs: stat.isDirectory() ? dirs : [top], stale: false }
@@ -165,16 +171,19 @@ export class Lookup {
       if (listing !== null) {
         const t = listing.get(name)?.type
         if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? { kind: 'whiteout' } : { kind: 'none' }
-        if (t !== 'chr') return { kind: 'entry', isDir: t === 'dir' }
+        if (t !== 'chr') return { kind: 'entry', isDir: t === 'dir', belowHidden: t === 'dir' && listing.has(aufsWhiteoutName(name)) }
       }
     }
+    const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
     try {
       const st = await fsp.lstat(hitPath(hit), { bigint: true })
-      return isWhiteoutStat(st) ? { kind: 'whiteout' } : { kind: 'entry', isDir: st.isDirectory() }
+      if (isWhiteoutStat(st)) return { kind: 'whiteout' }
+      const isDir = st.isDirectory()
+      return { kind: 'entry', isDir, belowHidden: isDir && await exists(whPath) }
     } catch (err) {
       if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err
     }
-    return await exists(realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))) ? { kind: 'whiteout' } : { kind: 'none' }
+    return await exists(whPath) ? { kind: 'whiteout' } : { kind: 'none' }
   }
 
   /** An opaque directory hides the layers below it (xattr in either namespace, or `.wh..wh..opq` inside). */

@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs'
 import { listDir, type EntryType, type Listing } from './dir-index'
 import type { Lookup, Node, Hit } from './lookup'
 import { hitPath } from './lookup'
+import { UNREPRESENTABLE_PREFIX } from '../native/sys'
 import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
 
 export interface DirEntry {
@@ -25,6 +26,7 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
     const listing = await listLayerDir(lookup, hit)
     const hiddenBelow: string[] = []
     for (const [name, { type, ino }] of listing) {
+      if (name.startsWith(UNREPRESENTABLE_PREFIX)) continue
       if (isWhiteoutName(name)) {
         const target = whiteoutTarget(name)
         if (target !== undefined) hiddenBelow.push(target)
@@ -40,9 +42,19 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
   return out
 }
 
-/** Whether a merged directory shows no entries (rmdir's ENOTEMPTY test). */
+/**
+ * Whether a merged directory holds no entries (rmdir's ENOTEMPTY test). Names
+ * that are not UTF-8 are never listed (the binding cannot carry them) but
+ * still count: a directory holding one is not empty, as on the kernel.
+ */
 export async function isEmptyDir (lookup: Lookup, dir: Node): Promise<boolean> {
-  return (await mergedEntries(lookup, dir)).length === 0
+  if ((await mergedEntries(lookup, dir)).length > 0) return false
+  for (const hit of dir.dirs) {
+    for (const name of (await listLayerDir(lookup, hit)).keys()) {
+      if (name.startsWith(UNREPRESENTABLE_PREFIX)) return false
+    }
+  }
+  return true
 }
 
 async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {

@@ -26,10 +26,18 @@ export class WorkDir {
 
   /** Create the work dir if missing and remove leftovers of an earlier run. Returns how many were removed. */
   async prepare (): Promise<number> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 })
+    // Never follow what is there: a symlink (or any non-directory) at `work` is
+    // replaced by a real directory, as the kernel does; its target is left alone.
+    const st = await fsp.lstat(this.dir).catch((err: unknown) => {
+      if (codeOf(err) === 'ENOENT') return null
+      throw err
+    })
+    if (st !== null && !st.isDirectory()) await fsp.unlink(this.dir)
+    if (st === null || !st.isDirectory()) await fsp.mkdir(this.dir, { mode: 0o700 })
     let removed = 0
-    for (const name of await fsp.readdir(this.dir)) {
-      await fsp.rm(path.join(this.dir, name), { recursive: true, force: true })
+    // Names as bytes: a leftover whose name is not UTF-8 is removed too.
+    for (const name of await fsp.readdir(this.dir, { encoding: 'buffer' })) {
+      await fsp.rm(Buffer.concat([Buffer.from(this.dir + '/'), name]), { recursive: true, force: true })
       removed++
     }
     return removed

@@ -107,7 +107,9 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     },
 
     write: (_path, fh, buf, len, pos, cb) => {
-      engine.write(engine.handles.get(fh), buf, len, pos).then(
+      const c = context()
+      const who = { uid: ids.toHost('uid', c.uid), gid: ids.toHost('gid', c.gid), pid: c.pid }
+      engine.write(engine.handles.get(fh), buf, len, pos, who).then(
         (n) => cb(n),
         (err: unknown) => cb(-errnoOf(err)),
       )

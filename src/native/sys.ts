@@ -214,10 +214,18 @@ export function statfs(p: PathLike): Promise<StatFs> {
 
 /** One directory entry with its d_type (DT_* number) and d_ino, as getdents reports them. */
 export interface DirentIno {
+  /**
+   * The name as UTF-8. A name that is not valid UTF-8 cannot cross the FUSE
+   * binding intact: it comes as UNREPRESENTABLE_PREFIX + its bytes in latin1,
+   * a string no lookup can ask for (names never hold NUL).
+   */
   name: string
   type: number
   ino: bigint
 }
+
+/** Marks a name that is not valid UTF-8 (see DirentIno.name). */
+export const UNREPRESENTABLE_PREFIX = '\0'
 
 export const DT_UNKNOWN = 0
 export const DT_FIFO = 1
@@ -237,7 +245,11 @@ export async function readdirIno(p: PathLike): Promise<DirentIno[]> {
     const ino = buf.readBigUInt64LE(i)
     const type = buf[i + 8] as number
     const n = buf.readUInt16LE(i + 9)
-    out.push({ name: buf.toString('utf8', i + 11, i + 11 + n), type, ino })
+    let name = buf.toString('utf8', i + 11, i + 11 + n)
+    // Invalid bytes decode to U+FFFD; a genuine U+FFFD re-encodes to the same bytes.
+    if (name.includes('\ufffd') && Buffer.byteLength(name) !== n) name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
+    else if (name.includes('\ufffd') && !Buffer.from(name).equals(buf.subarray(i + 11, i + 11 + n))) name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
+    out.push({ name, type, ino })
     i += 11 + n
   }
   return out
