@@ -6,7 +6,7 @@ if (process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE
 import type { LevelWithSilent } from 'pino'
 import { CliError } from './errors'
 import { LOG_LEVELS, makeLogger } from './log'
-import { DAEMON_FLAG, daemonize, serve } from './mount'
+import { DAEMON_FLAG, daemonize, serve, startedByDaemonize } from './mount'
 import { validateLayers } from './validate'
 import { parseMountOptions } from '../fuse/options'
 import { MappingOptionError, fromMountOptions, type MappingOptions } from '../engine/mapping'
@@ -39,7 +39,7 @@ export function parseMountArgs (argv: readonly string[]): MountArgs {
       if (v === undefined) throw new CliError('-o needs an option list')
       a.optionLists.push(v)
     } else if (arg.startsWith('-o')) a.optionLists.push(arg.slice(2))
-    else if (arg.startsWith('-') && arg !== '-') throw new CliError(`unknown flag: ${arg}\n${USAGE}`)
+    else if (arg.startsWith('-') && arg !== '-') throw new CliError(`unknown flag: ${arg} (see ovlfs --help)`)
     else a.positionals.push(arg)
   }
   return a
@@ -52,18 +52,19 @@ function logLevel (v: string | undefined): LevelWithSilent {
 
 async function mountMain (argv: readonly string[]): Promise<number> {
   const args = parseMountArgs(argv)
-  if (args.positionals.length < 1 || args.positionals.length > 2) throw new CliError(`expected a MOUNTPOINT (or SOURCE MOUNTPOINT)\n${USAGE}`)
+  if (args.positionals.length < 1 || args.positionals.length > 2) throw new CliError('expected a MOUNTPOINT (or SOURCE MOUNTPOINT); see ovlfs --help')
+  if (args.daemon && !startedByDaemonize()) throw new CliError(`${DAEMON_FLAG} is internal: ovlfs passes it to the daemon it starts; use -f to stay in the foreground`)
   const mountpoint = args.positionals[args.positionals.length - 1] as string
   const options = parseMountOptions(args.optionLists)
   if (options.fsname === undefined && args.positionals.length === 2) options.fsname = args.positionals[0]
   const layers = validateLayers(options, mountpoint)
   const mapping = mappingOptions(options.mapping)
   if (!args.daemon) {
-    for (const w of mapping.warnings) process.stderr.write(`ovlfs: warning: ${w}\n`)
-    for (const o of mapping.ignored) process.stderr.write(`ovlfs: warning: unknown option ${o} ignored\n`)
+    for (const w of mapping.warnings) process.stderr.write(`ovlfs: warning: ${printable(w)}\n`)
+    for (const o of mapping.ignored) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
     if (mapping.xattrPermissions !== 0) process.stderr.write('ovlfs: warning: option xattr_permissions is not implemented yet; ignored\n')
-    for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${o} is not implemented yet; ignored\n`)
-    for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${o} ignored\n`)
+    for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${printable(o)} is not implemented yet; ignored\n`)
+    for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
   }
   if (!args.foreground && !args.daemon) return await daemonize(argv, __filename)
   const log = makeLogger(args.level)
@@ -77,6 +78,12 @@ function mappingOptions (opts: readonly string[]): MappingOptions {
     if (err instanceof MappingOptionError) throw new CliError(err.message)
     throw err
   }
+}
+
+/** One line, whatever paths the message quotes: control characters shown as escapes. */
+export function printable (s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, (c) => c === '\n' ? '\\n' : c === '\t' ? '\\t' : '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'))
 }
 
 export async function main (argv: readonly string[]): Promise<number> {
@@ -99,7 +106,7 @@ if (require.main === module) {
     },
     (err: unknown) => {
       const message = err instanceof CliError ? err.message : `internal error: ${String((err as Error)?.message ?? err)}`
-      process.stderr.write(`ovlfs: ${message}\n`)
+      process.stderr.write(`ovlfs: ${printable(message)}\n`)
       process.exit(err instanceof CliError ? err.exitCode : 1)
     },
   )

@@ -12,6 +12,23 @@ import { mountIdsAt, type ValidatedLayers } from './validate'
 /** File descriptor on which a daemon child reports readiness to the command that started it. */
 const STATUS_FD = 3
 export const DAEMON_FLAG = '--ovlfs-daemon'
+const DAEMON_ENV = 'OVLFS_DAEMON_PARENT'
+
+/**
+ * Whether this process is a daemon that daemonize() started: the internal flag
+ * alone is not enough; its parent set DAEMON_ENV to its pid and gave it a pipe (a socketpair)
+ * on STATUS_FD. Given by hand, the flag is refused instead of writing to
+ * whatever fd 3 happens to be.
+ */
+export function startedByDaemonize (): boolean {
+  if (process.env[DAEMON_ENV] !== String(process.ppid)) return false
+  try {
+    const st = fs.fstatSync(STATUS_FD)
+    return st.isFIFO() || st.isSocket() // node's stdio "pipe" is a socketpair
+  } catch {
+    return false
+  }
+}
 
 /**
  * Start the daemon as a detached child and return once the mount is live
@@ -22,7 +39,7 @@ export async function daemonize (argv: readonly string[], script: string): Promi
   const child = spawn(process.execPath, [script, ...argv, DAEMON_FLAG], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    env: { UV_THREADPOOL_SIZE: '16', ...process.env },
+    env: { UV_THREADPOOL_SIZE: '16', ...process.env, [DAEMON_ENV]: String(process.pid) },
   })
   const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy: () => void } | null | undefined
   if (status === null || status === undefined) throw new CliError('could not start the daemon (no status pipe)')
@@ -125,12 +142,14 @@ export async function serve (req: ServeRequest): Promise<number> {
  * libfuse 2's path API gives each name of a hard-linked file its own kernel
  * inode, so a cached size or mtime under one name would go stale after a
  * write through another. Entries and negative lookups may be cached.
+ * nonempty: like the kernel's overlayfs (and libfuse 3), a non-empty mount point is fine.
  * hard_remove (with nullpathOk): unlinking an open file removes it at once,
  * no .fuse_hidden files in the upper layer; its handles keep working by fd.
  */
 function fuseOptions (options: MountOptions): string[] {
   const t = String(options.timeout)
-  const extra = ['use_ino', 'big_writes', `entry_timeout=${t}`, 'attr_timeout=0', `negative_timeout=${t}`, 'hard_remove', ...options.fuseOptions]
+  // nonempty: a mount over a non-empty directory is allowed, as with the kernel's overlayfs and libfuse 3.
+  const extra = ['use_ino', 'big_writes', 'nonempty', `entry_timeout=${t}`, 'attr_timeout=0', `negative_timeout=${t}`, 'hard_remove', ...options.fuseOptions]
   if (!extra.includes('default_permissions')) extra.push('default_permissions')
   return extra
 }

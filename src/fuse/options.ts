@@ -129,7 +129,7 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
           break
         default:
           if (value === undefined && PASS_THROUGH.has(key)) o.fuseOptions.push(key)
-          else if (value !== undefined && PASS_THROUGH_VALUE.has(key)) o.fuseOptions.push(`${key}=${value}`)
+          else if (value !== undefined && PASS_THROUGH_VALUE.has(key)) o.fuseOptions.push(`${key}=${checkFuseValue(key, value)}`)
           else if (isMappingOption(opt)) o.mapping.push(opt)
           else if (KERNEL_DEFAULTS.has(key)) { /* the kernel's default; nothing to pass */ } else if (FUSE_OVERLAYFS_UNIMPLEMENTED.has(key)) o.unimplemented.push(opt)
           // fuse-overlayfs warns about options it does not know and mounts anyway; so does ovlfs.
@@ -138,6 +138,32 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
     }
   }
   return o
+}
+
+/**
+ * The values libfuse would reject only once the kernel mount exists (leaving
+ * a dead mount behind) are checked here first: numbers where it wants numbers.
+ */
+const FUSE_VALUE_SYNTAX: Record<string, { re: RegExp, what: string }> = {
+  max_read: { re: /^\d{1,10}$/, what: 'a number of bytes' },
+  max_write: { re: /^\d{1,10}$/, what: 'a number of bytes' },
+  blksize: { re: /^\d{1,10}$/, what: 'a number of bytes' },
+  uid: { re: /^\d{1,10}$/, what: 'a numeric user id' },
+  gid: { re: /^\d{1,10}$/, what: 'a numeric group id' },
+  user_id: { re: /^\d{1,10}$/, what: 'a numeric user id' },
+  group_id: { re: /^\d{1,10}$/, what: 'a numeric group id' },
+  umask: { re: /^[0-7]{1,4}$/, what: 'an octal mask' },
+  subtype: { re: /^[A-Za-z0-9_.+-]{1,64}$/, what: 'a short name (letters, digits, _ . + -)' },
+  entry_timeout: { re: /^\d{1,9}(\.\d{1,9})?$/, what: 'a number of seconds' },
+  attr_timeout: { re: /^\d{1,9}(\.\d{1,9})?$/, what: 'a number of seconds' },
+  negative_timeout: { re: /^\d{1,9}(\.\d{1,9})?$/, what: 'a number of seconds' },
+}
+
+function checkFuseValue (key: string, value: string): string {
+  const syntax = FUSE_VALUE_SYNTAX[key]
+  if (syntax !== undefined && !syntax.re.test(value)) throw new CliError(`${key}= must be ${syntax.what}, not ${JSON.stringify(value)}`)
+  if (syntax === undefined && /[\\,\x00-\x1f]/.test(value)) throw new CliError(`${key}= has characters libfuse cannot take: ${JSON.stringify(value)}`)
+  return value
 }
 
 function requireValue (key: string, value: string | undefined): string {
