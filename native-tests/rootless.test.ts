@@ -159,6 +159,9 @@ const OPS: Op[] = [
   o.create('newdir/n', 'n\n'),
   o.rename('newdir', 'newdir2'), // rename of an upper-only directory
   o.symlink('f-renamed', 'ln'),
+  o.setxattr('d/c', 'user.note', 'v'), // a user.* xattr of the caller's own, beside user.overlay.*
+  o.link('gone/new', 'gone/new-link'),
+  o.truncate('keep/k2', 1),
   o.read('f-renamed'),
 ]
 
@@ -194,9 +197,10 @@ describe('rootless: ovlfs as an unprivileged user in a user namespace', () => {
     expect(diff(r.merged.kernel, r.merged.fuse)).toEqual([])
     expect(r.merged.fuse.problems).toEqual([])
     const merged = Object.keys(r.merged.fuse.entries).sort()
-    expect(merged).toEqual(['.', 'd', 'd/c', 'd/z', 'f-renamed', 'gone', 'gone/new', 'keep', 'keep/k2', 'keep/l', 'ln', 'newdir2', 'newdir2/n'])
+    expect(merged).toEqual(['.', 'd', 'd/c', 'd/z', 'f-renamed', 'gone', 'gone/new', 'gone/new-link', 'keep', 'keep/k2', 'keep/l', 'ln', 'newdir2', 'newdir2/n'])
     // In the namespace everything is root's; the mount shows it so.
-    expect(r.merged.fuse.entries['gone/new']).toMatchObject({ uid: 0, gid: 0 })
+    expect(r.merged.fuse.entries['gone/new']).toMatchObject({ uid: 0, gid: 0, nlink: 2, sameInode: ['gone/new-link'] })
+    expect(r.merged.fuse.entries['d/c']?.xattrs).toEqual({ 'user.note': '0x76' })
     const upperFuse = snapshotUpper(fuse.upper)
     const upperKernel = snapshotUpper(kernel.upper)
     expect(diff(upperKernel, upperFuse)).toEqual([])
@@ -296,7 +300,7 @@ describe('rootless: ovlfs as an unprivileged user in a user namespace', () => {
 // ---------------------------------------------------------------- 4: noacl on a host mount
 
 describe('noacl (host mount, as root)', () => {
-  it('POSIX ACLs pass through without noacl; with noacl getfacl/setfacl get EOPNOTSUPP and the layer keeps its ACL', async () => {
+  it('POSIX ACLs pass through without noacl; with noacl getxattr/setfacl of them get EOPNOTSUPP and the layer keeps its ACL', async () => {
     const root = tempDir('ovlfs-noacl-')
     const layers = path.join(root, 'layers')
     buildLayers(layers, { lowers: [{ f: file('f\n'), g: file('g\n') }] })
