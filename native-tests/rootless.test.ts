@@ -90,7 +90,7 @@ async function inUserns<R> (base: { ns: string, node: string }, job: RootlessJob
   let mapped = maps === undefined
   child.stdout.on('data', (d: Buffer) => {
     stdout += d.toString()
-    if (!mapped && stdout.includes('userns-ready\n')) {
+    if (!mapped && maps !== undefined && stdout.includes('userns-ready\n')) {
       mapped = true
       try {
         // child.pid is the pid of the sh in the new user namespace: every step before it exec'd.
