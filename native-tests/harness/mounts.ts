@@ -14,6 +14,11 @@ export const CLI = path.join(REPO, 'dist', 'cli', 'main.js')
 
 /** Pinned kernel options: no redirect_dir (dir rename gives EXDEV), no index, no metacopy. */
 export const KERNEL_OPTS = 'redirect_dir=off,index=off,metacopy=off'
+/**
+ * The same in a user namespace (unprivileged): `userxattr` (user.overlay.* instead of
+ * trusted.overlay.*), which refuses redirect_dir=off (it means "follow" there): nofollow.
+ */
+export const KERNEL_USERXATTR_OPTS = 'redirect_dir=nofollow,index=off,metacopy=off,userxattr'
 
 export interface Overlay { lowers: string[], upper: string, work: string, mnt: string }
 export type Kind = 'kernel' | 'fuse'
@@ -33,8 +38,10 @@ function overlayOpts (o: Overlay): string {
   return `lowerdir=${o.lowers.map(l => l.replace(/\\/g, '\\\\').replace(/:/g, '\\:')).join(':')},upperdir=${o.upper},workdir=${o.work}`
 }
 
-export function mountKernel (o: Overlay): void {
-  const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', `${overlayOpts(o)},${KERNEL_OPTS}`, o.mnt], { encoding: 'utf8' })
+/** `kernelOpts`: KERNEL_OPTS, or KERNEL_USERXATTR_OPTS in a user namespace. */
+export function mountKernel (o: Overlay, kernelOpts = KERNEL_OPTS): void {
+  const opts = `${overlayOpts(o)},${kernelOpts}`
+  const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', opts, o.mnt], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`kernel overlay mount failed: ${r.stderr || r.error}`)
   remember(o.mnt, 'kernel')
 }

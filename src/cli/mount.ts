@@ -96,7 +96,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     })
     log.debug({ features: engine.features }, 'engine ready')
     const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())
-    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink })
+    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl })
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
     })

@@ -173,6 +173,13 @@ export interface MappingOptions {
    * support ACLs. Without it, fuse-overlayfs enables kernel ACL checks and
    * copies the parent's default ACL as the new directory's default ACL only
    * (not into its access ACL, and not onto regular files).
+   *
+   * ovlfs (libfuse 2, which cannot ask for FUSE_POSIX_ACL) never has the
+   * kernel enforce ACLs; in a user namespace the kernel then refuses ACL
+   * xattrs on the mount itself (EOPNOTSUPP), with or without noacl. With
+   * `noacl` ovlfs answers EOPNOTSUPP for them everywhere, the host included,
+   * and leaves them out of listxattr (src/fuse/adapter.ts); without it they
+   * are stored and returned as plain xattrs.
    */
   noacl: boolean
   xattrPermissions: XattrPermissions

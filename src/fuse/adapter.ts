@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Attr, Caller, Engine } from '../engine/engine'
-import { errnoOf } from '../engine/errors'
+import { OvlError, errnoOf } from '../engine/errors'
 import { normPath } from '../engine/layers'
 import { IdMapping, isAclXattr, staticNlink } from '../engine/mapping'
 import type { CallerContext, FuseOps, FuseStat, Timespec } from './binding'
@@ -17,10 +17,23 @@ const TYPE_MODE: Record<string, number> = {
  * expects (negative errno). The caller context is read synchronously at the
  * start of each handler, as the patched binding requires.
  */
-/** fuse-overlayfs's id mapping and static_nlink, applied at the FUSE boundary (see engine/mapping.ts). */
+/** fuse-overlayfs's id mapping, static_nlink and noacl, applied at the FUSE boundary (see engine/mapping.ts). */
 export interface Presentation {
   readonly ids: IdMapping
   readonly staticNlink: boolean
+  /**
+   * `noacl`: POSIX ACLs are off. get/set/removexattr of `system.posix_acl_access`
+   * and `system.posix_acl_default` answer EOPNOTSUPP and listxattr leaves them
+   * out, which is what the kernel answers for a FUSE mount without
+   * FUSE_POSIX_ACL in a user namespace (fuse-overlayfs's noacl there). ACLs
+   * already on the layers stay on disk and are still copied up.
+   */
+  readonly noacl?: boolean
+}
+
+/** The error of an ACL xattr request under noacl. */
+function aclOff (name: string): OvlError {
+  return new OvlError('EOPNOTSUPP', `POSIX ACLs are off (noacl): ${name}`)
 }
 
 export function makeOps (engine: Engine, context: () => CallerContext, log: Logger, view: Presentation = { ids: new IdMapping(), staticNlink: false }): FuseOps {
@@ -165,6 +178,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     rename: (src, dst, cb) => run('rename', src, async () => await engine.rename(normPath(src), normPath(dst)), cb),
 
     getxattr: (path, name, _position, cb) => run('getxattr', path, async () => {
+      if (view.noacl === true && isAclXattr(name)) throw aclOff(name)
       const v = await engine.getxattr(normPath(path), name)
       if (v === null) throw Object.assign(new Error('no such xattr'), { code: 'ENODATA' })
       return isAclXattr(name) ? ids.aclToMerged(v) : v
@@ -172,13 +186,20 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     setxattr: (path, name, value, _position, flags, cb) =>
       run('setxattr', path, async () => {
+        if (view.noacl === true && isAclXattr(name)) throw aclOff(name)
         const v = Buffer.from(value)
         await engine.setxattr(normPath(path), name, isAclXattr(name) ? ids.aclToHost(v) : v, flags)
       }, cb),
 
-    listxattr: (path, cb) => run('listxattr', path, async () => await engine.listxattr(normPath(path)), cb),
+    listxattr: (path, cb) => run('listxattr', path, async () => {
+      const names = await engine.listxattr(normPath(path))
+      return view.noacl === true ? names.filter(n => !isAclXattr(n)) : names
+    }, cb),
 
-    removexattr: (path, name, cb) => run('removexattr', path, async () => await engine.removexattr(normPath(path), name), cb),
+    removexattr: (path, name, cb) => run('removexattr', path, async () => {
+      if (view.noacl === true && isAclXattr(name)) throw aclOff(name)
+      await engine.removexattr(normPath(path), name)
+    }, cb),
   }
 }
 
