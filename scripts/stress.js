@@ -3,7 +3,7 @@
 // Seeded concurrency stress of one ovlfs mount (issue 6, "Load").
 //
 //   node scripts/stress.js [--seconds 60] [--seed 1] [--workers 6] [--readers 2]
-//                          [--stress-ng-seconds 30] [--stress-ng "dir 2,rename 2,..."] [--keep]
+//                          [--stress-ng-seconds 20] [--stress-ng "dir 1 --dir-dirs 256,rename 2,..."] [--keep]
 //
 // 1. Builds two lower layers (scripts/load/layout.js), mounts ovlfs on them through
 //    its CLI (`node dist/cli/main.js -o lowerdir=...,upperdir=...,workdir=... MNT`).
@@ -31,20 +31,30 @@ const C = require('./load/common')
 const L = require('./load/layout')
 
 const USAGE = `usage: node scripts/stress.js [--seconds N] [--seed S] [--workers K] [--readers R]
-       [--stress-ng-seconds N] [--stress-ng "dir 2,rename 2,..."] [--stall-seconds N] [--keep]
+       [--stress-ng-seconds N] [--stress-ng "dir 1 --dir-dirs 256,rename 2,..."] [--stall-seconds N] [--keep] [--strict]
 `
-// Stressors that pass with --verify on ext4 and on the kernel's overlayfs (see the README's
-// "What ovlfs guarantees" for the ones left out and why).
-const DEFAULT_STRESSORS = 'dir 2,dirdeep 1,dentry 2,rename 2,link 2,symlink 2,hdd 1,filename 1,fstat 1,open 1,chmod 1,utime 1,getdent 1,mknod 1,xattr 1,lockf 1,flock 1,fallocate 1,seek 1,readahead 1,copy-file 1'
+// Stressors that pass with --verify on ext4, on the kernel's overlayfs and on ovlfs. Left out
+// (README, "What ovlfs guarantees"): metamix (fails on ext4 and the kernel's overlayfs too),
+// fiemap (FS_IOC_FIEMAP: not on FUSE, stress-ng skips it), fallocate and hdd (fstat of a file
+// unlinked while open: ENOENT, a limit of the libfuse 2 path API), fsize (stress-ng's fallocate probe
+// past RLIMIT_FSIZE; ovlfs has no fallocate; plain writes past the limit do get SIGXFSZ),
+// filename (252..255-byte names gave ENAMETOOLONG: fixed separately, add it back once merged).
+// Also passing on ovlfs, left out of the default to keep one run short on 2 cores: dirmany,
+// chown, lockf, fcntl, seek, readahead, io, sync-file, splice, inode-flags (--stress-ng adds them).
+const DEFAULT_STRESSORS = [
+  'dir 1 --dir-dirs 256', 'dentry 1 --dentries 256', 'rename 2', 'link 1', 'symlink 1', 'fstat 1',
+  'open 1', 'chmod 1', 'utime 1', 'getdent 1', 'mknod 1', 'xattr 1', 'touch 1', 'flock 1', 'copy-file 1',
+  'iomix 1 --iomix-bytes 16M', 'mmap 1', 'sendfile 1',
+].join(',')
 
 const args = C.parseArgs(process.argv.slice(2), {
-  seconds: 60, seed: 1, workers: 6, readers: 2, stressNgSeconds: 30, stressNg: DEFAULT_STRESSORS, stallSeconds: 60, keep: false,
+  seconds: 60, seed: 1, workers: 6, readers: 2, stressNgSeconds: 20, stressNg: DEFAULT_STRESSORS, stallSeconds: 60, keep: false, strict: false,
 }, USAGE)
 if (args.workers < 1) C.die('--workers must be at least 1')
 
 const summary = {
   kind: 'ovlfs-stress', seed: args.seed, seconds: args.seconds, workers: args.workers, readers: args.readers,
-  ok: false, checks: {}, ops: 0, opsPerSecond: 0, errnos: {}, peak: null, stressNg: null, failures: [],
+  ok: false, checks: {}, ops: 0, opsPerSecond: 0, errnos: {}, knownLimits: {}, peak: null, stressNg: null, failures: [],
 }
 const failures = summary.failures
 function check (name, ok, detail) {
@@ -54,7 +64,11 @@ function check (name, ok, detail) {
 }
 
 const children = new Set()
-C.installTeardown(() => { for (const c of children) { try { c.kill('SIGKILL') } catch {} } })
+C.installTeardown(() => { for (const c of children) killGroup(c) })
+
+function killGroup (child) {
+  try { if (child.group) process.kill(-child.pid, 'SIGKILL'); else child.kill('SIGKILL') } catch {}
+}
 
 async function main () {
   const o = C.makeRoot('ovlfs-stress-', 2)
@@ -159,18 +173,21 @@ function diffSnapshots (a, b) {
 // ---- the workers ---------------------------------------------------------------------
 
 async function runWorkers (o, logDir, daemonPid) {
-  const t0 = Date.now()
-  const deadline = t0 + args.seconds * 1000
+  let t0 = Date.now()
+  let go
+  const started = new Promise((resolve) => { go = resolve })
   const roles = [
     ...Array.from({ length: args.workers }, (_v, k) => ({ role: 'writer', k })),
     ...Array.from({ length: args.readers }, (_v, k) => ({ role: 'reader', k })),
   ]
   const state = roles.map((r, i) => ({ ...r, beat: Date.now(), ops: 0, exit: null, stalled: false, seed: C.subSeed(args.seed, i) }))
-  await Promise.all(state.map((s) => new Promise((resolve) => {
-    const cfg = { k: s.k, role: s.role, seed: s.seed, deadline, mnt: o.mnt, logDir, nWriters: args.workers }
+  const exits = state.map((s) => new Promise((resolve) => {
+    const cfg = { k: s.k, role: s.role, seed: s.seed, mnt: o.mnt, logDir, nWriters: args.workers, strict: args.strict }
     const child = fork(path.join(__dirname, 'load', 'stress-worker.js'), [JSON.stringify(cfg)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     children.add(child)
-    child.on('message', (m) => { s.beat = Date.now(); if (m.beat !== undefined) s.ops = m.beat })
+    child.on('message', (m) => { s.beat = Date.now(); if (m.beat !== undefined) s.ops = m.beat; if (m.ready) s.ready = true })
+    // All start together, once every worker is up (node starts slowly on a busy machine).
+    void started.then((deadline) => child.send({ deadline }))
     const watch = setInterval(() => {
       if (Date.now() - s.beat < args.stallSeconds * 1000 || s.stalled) return
       s.stalled = true
@@ -179,10 +196,17 @@ async function runWorkers (o, logDir, daemonPid) {
       child.kill('SIGKILL')
     }, 1000)
     child.on('exit', (code, sig) => { clearInterval(watch); children.delete(child); s.exit = code ?? sig; resolve() })
-  })))
+  }))
+  while (!state.every(s => s.ready || s.exit !== null)) await C.sleep(50)
+  t0 = Date.now()
+  for (const s of state) s.beat = t0
+  go(t0 + args.seconds * 1000)
+  await Promise.all(exits)
   const seconds = (Date.now() - t0) / 1000
   const stalls = state.filter(s => s.stalled)
   check('noDeadlock', stalls.length === 0, stalls.map(s => s.stallInfo).join('; '))
+  const idle = state.filter(s => !s.stalled && s.exit === 0 && s.ops === 0)
+  check('everyWorkerWorked', idle.length === 0, idle.map(s => `${s.role} ${s.k} did no operation`).join('; '))
   const bad = state.filter(s => !s.stalled && s.exit !== 0)
   check('workersExited', bad.length === 0, bad.map(s => `${s.role} ${s.k} exited with ${s.exit}`).join('; '))
   summary.workerSeconds = +seconds.toFixed(1)
@@ -208,6 +232,7 @@ function verifyTree (view, logDir) {
   for (const f of finals) {
     summary.ops += f.ops
     for (const [e, n] of Object.entries(f.errnos)) summary.errnos[e] = (summary.errnos[e] || 0) + n
+    for (const [e, n] of Object.entries(f.knownLimits)) summary.knownLimits[e] = (summary.knownLimits[e] || 0) + n
     for (const x of f.failures) opFailures.push(`${f.role} ${f.k} ${x}`)
     if (f.failureCount > f.failures.length) opFailures.push(`${f.role} ${f.k}: ${f.failureCount - f.failures.length} more`)
   }
@@ -262,25 +287,29 @@ function checkRootNames (mnt, allowed) {
 async function runStressNg (mnt, pid) {
   const dir = path.join(mnt, 'stress-ng')
   fs.mkdirSync(dir)
+  // "name count [stressor options]" items, comma-separated.
   const stressors = args.stressNg.split(',').map(s => s.trim()).filter(Boolean).flatMap(s => {
-    const [name, n] = s.split(/\s+/)
-    return [`--${name}`, n ?? '1']
+    const [name, n, ...opts] = s.split(/\s+/)
+    return [`--${name}`, n ?? '1', ...opts]
   })
   const argv = [...stressors, '--timeout', `${args.stressNgSeconds}s`, '--temp-path', dir, '--verify', '--metrics-brief']
   const t0 = Date.now()
   const r = await new Promise((resolve) => {
-    const child = spawn('stress-ng', argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    // Its own process group: stress-ng's stressors are its children, and an overrun kills them all.
+    const child = spawn('stress-ng', argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
     children.add(child)
+    child.group = true
     let out = ''
     child.stdout.on('data', (d) => { out += d })
     child.stderr.on('data', (d) => { out += d })
-    const timer = setTimeout(() => { out += '\n[stress.js] stress-ng overran its time by 120 s: killed'; child.kill('SIGKILL') }, (args.stressNgSeconds + 120) * 1000)
+    const timer = setTimeout(() => { out += '\n[stress.js] stress-ng overran its time by 120 s: killed'; killGroup(child) }, (args.stressNgSeconds + 120) * 1000)
     child.on('error', (err) => { clearTimeout(timer); resolve({ code: String(err), out }) })
     child.on('exit', (code, sig) => { clearTimeout(timer); children.delete(child); resolve({ code: code ?? sig, out }) })
   })
-  const failed = r.out.split('\n').filter(l => /fail|error|abort/i.test(l) && !/\b0 fail/.test(l) && !/skipped/.test(l))
+  // A stressor can report a failed check (`stress-ng: fail:`) and still exit 0: both count.
+  const failed = r.out.split('\n').filter(l => /^stress-ng: (fail|error):/.test(l) || /\bfailed: [1-9]/.test(l))
   summary.stressNg = { command: `stress-ng ${argv.join(' ').replace(dir, 'MNT/stress-ng')}`, exit: r.code, seconds: +((Date.now() - t0) / 1000).toFixed(1), problems: failed.slice(0, 10) }
-  check('stressNgPassed', r.code === 0, `stress-ng exited with ${r.code}: ${failed.slice(0, 5).join(' | ') || r.out.slice(-800)}`)
+  check('stressNgPassed', r.code === 0 && failed.length === 0, `stress-ng exited with ${r.code}: ${failed.slice(0, 5).join(' | ') || r.out.slice(-800)}`)
   check('daemonAliveAfterStressNg', C.alive(pid), 'the daemon died during stress-ng')
   const left = fs.existsSync(dir) ? fs.readdirSync(dir) : []
   check('stressNgCleanedUp', left.length === 0, `stress-ng left ${left.join(' ')}`)
