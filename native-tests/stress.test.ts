@@ -49,7 +49,7 @@ async function runScript (script: string, args: string[], timeoutMs: number): Pr
 
 describe('load', () => {
   it('stress: 8 processes in shared dirs for 60 s (seed 1) and stress-ng: only plain-filesystem errors, the final tree the ops imply', async () => {
-    const { code, summary, stderr } = await runScript('stress.js', ['--seconds', '60', '--seed', '1', '--stress-ng-seconds', '20'], 200_000)
+    const { code, summary, stderr } = await runScript('stress.js', ['--seconds', '60', '--seed', '1', '--stress-ng-seconds', '20'], 300_000)
     expect(summary.failures, stderr.slice(-4000)).toEqual([])
     expect(code).toBe(0)
     expect(summary.ok).toBe(true)
@@ -66,7 +66,7 @@ describe('load', () => {
     const peak = summary.peak as { rssMiB: number, fds: number, samples: number }
     expect(peak.samples).toBeGreaterThan(30)
     expect(peak.fds).toBeGreaterThan(0)
-  }, 240_000)
+  }, 330_000)
 
   it(`soak: ${SOAK_OPS} mixed ops, RSS under 256 MiB, fds flat after the warm-up`, async () => {
     const { code, summary, stderr } = await runScript('soak.js', ['--ops', String(SOAK_OPS), '--seed', '1', '--sample-ms', '500'], 600_000)
