@@ -346,23 +346,23 @@ process.send({ ready: true })
 process.once('message', (m) => { run(m.deadline) })
 
 function run (deadline) {
-let lastBeat = 0
-while (Date.now() < deadline) {
-  const op = pickOp()
-  seq++
-  counts[op.name] = (counts[op.name] || 0) + 1
-  op()
-  const now = Date.now()
-  if (now - lastBeat > 500) {
-    lastBeat = now
-    process.send({ beat: seq, failures: failures.length })
+  let lastBeat = 0
+  while (Date.now() < deadline) {
+    const op = pickOp()
+    seq++
+    counts[op.name] = (counts[op.name] || 0) + 1
+    op()
+    const now = Date.now()
+    if (now - lastBeat > 500) {
+      lastBeat = now
+      process.send({ beat: seq, failures: failures.length })
+    }
   }
-}
-flushLog()
-const out = {
-  k, role, ops: seq, counts, errnos, knownLimits, failures: failures.slice(0, 200), failureCount: failures.length,
-  model: [...model.entries()], written,
-}
-fs.writeFileSync(path.join(logDir, `${role}-${k}.final.json`), JSON.stringify(out))
-process.send({ done: true }, () => process.exit(0))
+  flushLog()
+  const out = {
+    k, role, ops: seq, counts, errnos, knownLimits, failures: failures.slice(0, 200), failureCount: failures.length,
+    model: [...model.entries()], written,
+  }
+  fs.writeFileSync(path.join(logDir, `${role}-${k}.final.json`), JSON.stringify(out))
+  process.send({ done: true }, () => process.exit(0))
 }
