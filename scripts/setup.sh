@@ -53,9 +53,10 @@ NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
 # busybox-static: a static binary for layer fixtures; util-linux (mount, setpriv),
 # procps, psmisc: process and mount handling in tests; g++/make/python3: node-gyp
 # builds the native addon at `npm ci`; perl-base: the tests' process reaper; docker.io
-# (with containerd, runc): native-tests/docker-real.test.ts runs a private dockerd of its own.
+# (with containerd, runc): native-tests/docker-real.test.ts runs a private dockerd of its own;
+# stress-ng: filesystem stressors run by scripts/stress.js (native-tests/stress.test.ts).
 PACKAGES=(libfuse2 fuse3 attr acl fuse-overlayfs busybox-static util-linux procps psmisc
-  g++ make python3 perl-base ca-certificates docker.io strace)
+  g++ make python3 perl-base ca-certificates docker.io strace stress-ng)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
