@@ -37,14 +37,14 @@ const USAGE = `usage: node scripts/stress.js [--seconds N] [--seed S] [--workers
 // (README, "What ovlfs guarantees"): metamix (fails on ext4 and the kernel's overlayfs too),
 // fiemap (FS_IOC_FIEMAP: not on FUSE, stress-ng skips it), fallocate and hdd (fstat of a file
 // unlinked while open: ENOENT, a limit of the libfuse 2 path API), fsize (stress-ng's fallocate probe
-// past RLIMIT_FSIZE; ovlfs has no fallocate; plain writes past the limit do get SIGXFSZ),
-// filename (252..255-byte names gave ENAMETOOLONG: fixed separately, add it back once merged).
+// past RLIMIT_FSIZE; ovlfs has no fallocate; plain writes past the limit do get SIGXFSZ).
+// filename is in (252..255-byte names gave ENAMETOOLONG until that was fixed).
 // Also passing on ovlfs, left out of the default to keep one run short on 2 cores: dirmany,
 // chown, lockf, fcntl, seek, readahead, io, sync-file, splice, inode-flags (--stress-ng adds them).
 const DEFAULT_STRESSORS = [
   'dir 1 --dir-dirs 256', 'dentry 1 --dentries 256', 'rename 2', 'link 1', 'symlink 1', 'fstat 1',
   'open 1', 'chmod 1', 'utime 1', 'getdent 1', 'mknod 1', 'xattr 1', 'touch 1', 'flock 1', 'copy-file 1',
-  'iomix 1 --iomix-bytes 16M', 'mmap 1', 'sendfile 1',
+  'iomix 1 --iomix-bytes 16M', 'mmap 1', 'sendfile 1', 'filename 1',
 ].join(',')
 
 const args = C.parseArgs(process.argv.slice(2), {
