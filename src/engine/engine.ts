@@ -363,6 +363,11 @@ export class Engine {
       await make(target)
       try {
         await finish(target)
+        // With redirect_dir=on the kernel marks a directory made in a merged one opaque, an optimisation it allows
+        // itself once lower layers may no longer change offline (ovl_create_upper, ovl_allow_offline_changes).
+        if (isDir && this.options.redirectDir !== false && parent.dirs.length > 1) {
+          await lsetxattr(target, this.xattrs.opaque, Buffer.from('y')).catch(() => {})
+        }
       } catch (err) {
         await fsp.rm(target, { recursive: true, force: true }).catch(() => {})
         throw err
@@ -511,7 +516,8 @@ export class Engine {
       if (hasLower && this.options.redirectDir === false) {
         throw new OvlError('EXDEV', `renaming a directory that has lower layers needs redirect_dir=on: ${src}`)
       }
-      if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
+      // An upper-only target is left to the upper filesystem's rename, after the copy-up and the markers, as in the kernel.
+      if (d !== null && !pureUpper(d) && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
     } else if (d !== null && d.isDir) {
       throw new OvlError('EISDIR', `is a directory: ${dst}`)
     }
@@ -520,7 +526,7 @@ export class Engine {
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
-    if (d !== null && d.isDir && d.top.layer.isUpper) await clearWhiteouts(target)
+    if (d !== null && d.isDir && d.top.layer.isUpper && !pureUpper(d)) await clearWhiteouts(target)
     if (hasLower) {
       // A directory with lower layers keeps them through a redirect to where they are (redirect.ts).
       await this.setRedirect(up, splitPath(src)[0] === dstParentPath)
@@ -653,6 +659,11 @@ async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T)
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
   return out
+}
+
+/** A directory only in the upper layer (no lower part merged into it). */
+function pureUpper (n: Node): boolean {
+  return n.top.layer.isUpper && n.dirs.length === 1
 }
 
 async function isWhiteoutAt (p: string): Promise<boolean> {
