@@ -19,6 +19,14 @@ export const KERNEL_OPTS = 'redirect_dir=off,index=off,metacopy=off'
  * trusted.overlay.*), which refuses redirect_dir=off (it means "follow" there): nofollow.
  */
 export const KERNEL_USERXATTR_OPTS = 'redirect_dir=nofollow,index=off,metacopy=off,userxattr'
+/** ovlfs mounted to match KERNEL_OPTS: its default redirect_dir=on would rename what the kernel refuses. */
+export const FUSE_OPTS = 'redirect_dir=off'
+/** The kernel renaming directories with redirects, as ovlfs does by default. */
+export const KERNEL_REDIRECT_OPTS = 'redirect_dir=on,index=off,metacopy=off'
+
+/** Mount options of the two sides of a differential run. */
+export interface Modes { kernel: string, fuse: string }
+export const DEFAULT_MODES: Modes = { kernel: KERNEL_OPTS, fuse: FUSE_OPTS }
 
 export interface Overlay { lowers: string[], upper: string, work: string, mnt: string }
 export type Kind = 'kernel' | 'fuse'
@@ -158,15 +166,15 @@ export interface Sides { kernel: Overlay, fuse: Overlay }
  * Clone `base` twice, mount the kernel overlay on one copy and the FUSE command on the other,
  * run fn, and always unmount and remove everything afterwards.
  */
-export async function withBoth<T> (base: string, nLowers: number, fn: (s: Sides) => Promise<T> | T): Promise<T> {
+export async function withBoth<T> (base: string, nLowers: number, fn: (s: Sides) => Promise<T> | T, modes: Modes = DEFAULT_MODES): Promise<T> {
   const root = tempDir()
   const sides: Sides = {
     kernel: prepareSide(base, path.join(root, 'kernel'), nLowers),
     fuse: prepareSide(base, path.join(root, 'fuse'), nLowers),
   }
   try {
-    mountKernel(sides.kernel)
-    await mountFuse(sides.fuse)
+    mountKernel(sides.kernel, modes.kernel)
+    await mountFuse(sides.fuse, modes.fuse)
     return await fn(sides)
   } finally {
     await settle([unmount(sides.fuse.mnt), unmount(sides.kernel.mnt)])

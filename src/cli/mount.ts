@@ -92,7 +92,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     // Modes arrive from the kernel with the caller's umask applied; ours must not apply twice.
     process.umask(0)
     const engine = await Engine.open({
-      lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile,
+      lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile, redirectDir: options.redirectDir,
     })
     log.debug({ features: engine.features }, 'engine ready')
     const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())

@@ -5,7 +5,7 @@ import { encodeOrigin } from './inode'
 import { type Layer, realPath, splitPath } from './layers'
 import { type Lookup, type Node, hitPath } from './lookup'
 import type { WorkDir } from './workdir'
-import { OPAQUE_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
+import { OPAQUE_NAMES, REDIRECT_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
 
 export interface CopyUpOptions {
   /** Copy the file's data too (false for an open with O_TRUNC or a truncate to 0). */
@@ -114,7 +114,8 @@ export class CopyUp {
 /**
  * Copy every xattr but the overlay-private ones of the namespace in use, and
  * the markers ovlfs honours in either namespace (an opaque marker copied onto
- * the upper copy would hide the directory's own lower contents).
+ * the upper copy would hide the directory's own lower contents, a redirect
+ * would send its lookups elsewhere).
  */
 export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): Promise<void> {
   let names: string[]
@@ -125,7 +126,7 @@ export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): P
     throw err
   }
   for (const name of names) {
-    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name)) continue
+    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name)) continue
     const value = await lgetxattr(src, name)
     if (value === null) continue
     try {

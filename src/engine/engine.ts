@@ -13,6 +13,7 @@ import { dropSgidOnWrite, type Writer } from './privs'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
 import { Lookup, type Node, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
+import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
 import { WorkDir } from './workdir'
 import { isPrivateXattr, overlayXattrs, type OverlayXattrs, type XattrNamespace } from './xattrs'
@@ -35,6 +36,12 @@ export interface EngineOptions extends LayerStackConfig {
   readonly volatile?: boolean
   readonly maxNodes?: number
   readonly maxListingEntries?: number
+  /**
+   * Rename directories that have lower layers by recording a redirect (the
+   * kernel's `redirect_dir=on`, the default); false answers EXDEV for them, as
+   * the kernel's default `redirect_dir=off`. Redirects are followed either way.
+   */
+  readonly redirectDir?: boolean
 }
 
 /** Attributes of a merged object, ready for FUSE (ns times; st_ino as the merge defines it). */
@@ -361,6 +368,11 @@ export class Engine {
       await make(target)
       try {
         await finish(target)
+        // With redirect_dir=on the kernel marks a directory made in a merged one opaque, an optimisation it allows
+        // itself once lower layers may no longer change offline (ovl_create_upper, ovl_allow_offline_changes).
+        if (isDir && this.options.redirectDir !== false && parent.dirs.length > 1) {
+          await lsetxattr(target, this.xattrs.opaque, Buffer.from('y')).catch(() => {})
+        }
       } catch (err) {
         await fsp.rm(target, { recursive: true, force: true }).catch(() => {})
         throw err
@@ -501,14 +513,16 @@ export class Engine {
     // The VFS's lock_rename trap: a target that is an ancestor of the source.
     if (src.startsWith(dst + '/') || dst === '') throw new OvlError('ENOTEMPTY', `${dst || '/'} is an ancestor of ${src}`)
     const d = await this.lookup.resolve(dst)
+    const hasLower = s.isDir && (!s.top.layer.isUpper || s.dirs.length > 1)
     // Every check comes before any copy-up, as in the VFS: a failing rename changes nothing.
     if (s.isDir) {
       // The order of the kernel's checks: type mismatch (VFS), then EXDEV, then ENOTEMPTY.
       if (d !== null && !d.isDir) throw new OvlError('ENOTDIR', `not a directory: ${dst}`)
-      if (!s.top.layer.isUpper || s.dirs.length > 1) {
-        throw new OvlError('EXDEV', `renaming a directory that has lower layers is not supported yet: ${src}`)
+      if (hasLower && this.options.redirectDir === false) {
+        throw new OvlError('EXDEV', `renaming a directory that has lower layers needs redirect_dir=on: ${src}`)
       }
-      if (d !== null && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
+      // An upper-only target is left to the upper filesystem's rename, after the copy-up and the markers, as in the kernel.
+      if (d !== null && !pureUpper(d) && !await isEmptyDir(this.lookup, d)) throw new OvlError('ENOTEMPTY', `directory not empty: ${dst}`)
     } else if (d !== null && d.isDir) {
       throw new OvlError('EISDIR', `is a directory: ${dst}`)
     }
@@ -517,9 +531,12 @@ export class Engine {
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
-    if (d !== null && d.isDir && d.top.layer.isUpper) await clearWhiteouts(target)
-    // A directory moved into a merged directory must hide what lower layers hold under its new name.
-    if (s.isDir && dstParent.dirs.length > 1 && !await this.lookup.isOpaque(up.top)) {
+    if (d !== null && d.isDir && d.top.layer.isUpper && !pureUpper(d)) await clearWhiteouts(target)
+    if (hasLower) {
+      // A directory with lower layers keeps them through a redirect to where they are (redirect.ts).
+      await this.setRedirect(up, splitPath(src)[0] === dstParentPath)
+    } else if (s.isDir && dstParent.dirs.length > 1 && !await this.lookup.isOpaque(up.top)) {
+      // An upper-only directory moved into a merged directory must hide what lower layers hold under its new name.
       await lsetxattr(from, this.xattrs.opaque, Buffer.from('y'))
     }
     if (s.isDir && await isWhiteoutAt(target)) {
@@ -539,6 +556,21 @@ export class Engine {
     if (s.isDir) this.lookup.clear()
     this.lookup.invalidate(src)
     this.lookup.invalidate(dst)
+  }
+
+  /** Give a copied-up directory about to move the redirect the kernel would (EXDEV when it cannot be written). */
+  private async setRedirect (node: Node, samedir: boolean): Promise<void> {
+    const real = hitPath(node.top)
+    const value = await redirectForRename(await readRedirect(real), samedir, node.path, async (p) => {
+      const a = await this.lookup.get(p)
+      return a.top.layer.isUpper ? await readRedirect(hitPath(a.top)) : undefined
+    })
+    if (value === undefined) return
+    try {
+      await lsetxattr(real, this.xattrs.redirect, Buffer.from(value))
+    } catch (err) {
+      throw new OvlError('EXDEV', `cannot record the redirect of ${node.path}: ${String(codeOf(err) ?? err)}`)
+    }
   }
 
   // ---- helpers ---------------------------------------------------------------
@@ -632,6 +664,11 @@ async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T)
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
   return out
+}
+
+/** A directory only in the upper layer (no lower part merged into it). */
+function pureUpper (n: Node): boolean {
+  return n.top.layer.isUpper && n.dirs.length === 1
 }
 
 async function isWhiteoutAt (p: string): Promise<boolean> {

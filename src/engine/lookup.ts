@@ -7,11 +7,12 @@ import { type Layer, type LayerStack, realPath, splitPath, joinPath } from './la
 import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './whiteout'
 import { InodeMap, decodeOrigin } from './inode'
 import { OPAQUE_NAMES } from './xattrs'
+import { type LayerProbe, type LookupState, lookupInLayer, readRedirect } from './redirect'
 
 /** Where a merged name exists in one layer: the layer and the path inside it. */
 export interface Hit {
   readonly layer: Layer
-  /** Path inside the layer ('' for its root). Equal to the merged path until renamed dirs (redirects) exist. */
+  /** Path inside the layer ('' for its root): the merged path, unless a renamed directory's redirect led elsewhere. */
   readonly rel: string
 }
 
@@ -45,12 +46,14 @@ type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: b
  * Top-down lookup through the layers, as the kernel's ovl_lookup: the first
  * layer with the name wins; a whiteout (char 0/0 or `.wh.NAME`) ends the
  * search; a directory merges with directories of the same name below it
- * until one is opaque or a lower entry is not a directory.
+ * until one is opaque or a lower entry is not a directory; a renamed
+ * directory's redirect tells the layers below which name to look for.
  */
 export class Lookup {
   private readonly cache: LRUCache<string, Node>
   private readonly inflight = new Map<string, Promise<Node | null>>()
   private readonly lowerOpaque = new LRUCache<string, boolean>({ max: 50_000 })
+  private readonly lowerRedirect = new LRUCache<string, string>({ max: 50_000 })
   readonly dirIndex: DirIndex
 
   readonly inodes: InodeMap
@@ -127,23 +130,47 @@ export class Lookup {
     let top: Hit | undefined
     let stat: BigIntStats | undefined
     const dirs: Hit[] = []
-    for (const pd of parent.dirs) {
-      const hit: Hit = { layer: pd.layer, rel: joinPath(pd.rel, name) }
-      const probe = await this.probe(pd, name, hit)
-      if (probe.kind === 'none') continue
-      if (probe.kind === 'whiteout') break
-      if (top === undefined) {
-        top = hit
-        stat = await fsp.lstat(hitPath(hit), { bigint: true })
-        if (!stat.isDirectory()) break
-      } else if (!probe.isDir) {
-        break
+    // Each layer is asked for the name in the parent's part of it, until a redirect (redirect.ts) changes the name.
+    const st: LookupState = { name, isDir: false, stop: false }
+    let layers: readonly Hit[] = parent.dirs
+    let rooted = false
+    for (let i = 0; i < layers.length && !st.stop; i++) {
+      const pd = layers[i] as Hit
+      const hit = await lookupInLayer(this.layerProbe, pd, st)
+      if (hit !== undefined) {
+        if (top === undefined) {
+          top = hit
+          stat = await fsp.lstat(hitPath(hit), { bigint: true })
+        }
+        dirs.push(hit)
       }
-      dirs.push(hit)
-      if (probe.belowHidden || await this.isOpaque(hit)) break
+      if (!rooted && st.name.startsWith('/')) {
+        // An absolute redirect: the layers below are searched from their roots.
+        rooted = true
+        layers = this.stack.layers.filter(l => l.index > pd.layer.index).map(l => ({ layer: l, rel: '' }))
+        i = -1
+      }
     }
     if (top === undefined || stat === undefined) return null
     return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat, dirs), dirs: stat.isDirectory() ? dirs : [top], stale: false }
+  }
+
+  private readonly layerProbe: LayerProbe = {
+    probe: async (dir, name) => await this.probe(dir, name, { layer: dir.layer, rel: joinPath(dir.rel, name) }),
+    isOpaque: async (hit) => await this.isOpaque(hit),
+    redirectOf: async (hit) => await this.redirectOf(hit),
+    isBottom: (hit) => hit.layer.index === this.stack.layers.length - 1,
+  }
+
+  /** The redirect on a directory of a layer: lower layers never change, so theirs are remembered. */
+  async redirectOf (hit: Hit): Promise<string | undefined> {
+    const real = hitPath(hit)
+    if (hit.layer.isUpper) return await readRedirect(real)
+    const known = this.lowerRedirect.get(real)
+    if (known !== undefined) return known === '' ? undefined : known
+    const r = await readRedirect(real)
+    this.lowerRedirect.set(real, r ?? '')
+    return r
   }
 
   /**

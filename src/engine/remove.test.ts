@@ -137,8 +137,8 @@ describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
     expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
   })
 
-  it('mkdir where nothing was below makes a plain (not opaque) directory', async () => {
-    const s = await mk({ lowers: [{ x: 'x' }] })
+  it('mkdir where nothing was below makes a plain (not opaque) directory with redirectDir: false (redirect_dir=on marks it opaque, redirect.test.ts)', async () => {
+    const s = await mk({ lowers: [{ x: 'x' }], engine: { redirectDir: false } })
     await s.engine.mkdir('/d', 0o755, ROOT)
     expect(await isOpaqueXattr(s.up('/d'))).toBe(false)
   })

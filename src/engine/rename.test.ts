@@ -1,6 +1,7 @@
 // rename: files move across layers (copy-up, rename, whiteout at the source
-// when a lower layer still shows it); directories only when upper-only
-// (EXDEV otherwise, as the kernel with redirect_dir=off). Both whiteout styles.
+// when a lower layer still shows it); directories with lower layers through a
+// redirect (redirect.test.ts), or EXDEV with redirectDir: false (as the kernel
+// with redirect_dir=off). Both whiteout styles.
 import * as fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import {
@@ -89,8 +90,8 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     expect(await readMerged(s.engine, '/n/d2/sub/g')).toBe('G')
   })
 
-  it('a lower or merged directory is EXDEV', async () => {
-    const s = await mk({ upper: { m: dir() }, lowers: [{ l: dir({ a: 'a' }), m: dir({ b: 'b' }), e: dir() }] })
+  it('a lower or merged directory is EXDEV with redirectDir: false (redirect_dir=off)', async () => {
+    const s = await stack({ upper: { m: dir() }, lowers: [{ l: dir({ a: 'a' }), m: dir({ b: 'b' }), e: dir() }], whiteouts: style === 'aufs' ? 'aufs' : undefined, engine: { redirectDir: false } })
     await expectErrno(s.engine.rename('/l', '/l2'), 'EXDEV')
     await expectErrno(s.engine.rename('/m', '/m2'), 'EXDEV')
     await expectErrno(s.engine.rename('/e', '/e2'), 'EXDEV')
@@ -104,9 +105,12 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     expect(await readMerged(s.engine, '/u/x')).toBe('x')
   })
 
-  it('a lower directory over a non-empty directory is EXDEV, as in the kernel (EXDEV is checked first)', async () => {
+  it('a lower directory over a non-empty directory: EXDEV with redirectDir: false (checked first, as in the kernel), else ENOTEMPTY', async () => {
+    const off = await stack({ lowers: [{ a: dir({ x: 'x' }), b: dir({ y: 'y' }) }], engine: { redirectDir: false } })
+    await expectErrno(off.engine.rename('/a', '/b'), 'EXDEV')
     const s = await mk({ lowers: [{ a: dir({ x: 'x' }), b: dir({ y: 'y' }) }] })
-    await expectErrno(s.engine.rename('/a', '/b'), 'EXDEV')
+    await expectErrno(s.engine.rename('/a', '/b'), 'ENOTEMPTY')
+    expect(await realTree(s.upper)).toEqual({})
   })
 
   it('a rename that fails copies nothing up (the VFS checks the target before the overlay copies up)', async () => {

@@ -11,15 +11,20 @@ export interface OverlayXattrs {
   readonly opaque: string
   /** ovlfs's own record of the st_ino an object had before its copy-up. */
   readonly origin: string
+  /** Where a renamed directory's lower layers are (kernel name, see redirect.ts). */
+  readonly redirect: string
 }
 
 export function overlayXattrs (namespace: XattrNamespace): OverlayXattrs {
   const prefix = `${namespace}.overlay.`
-  return { namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin` }
+  return { namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin`, redirect: `${prefix}redirect` }
 }
 
 /** Opaque markers honoured when reading any layer, whoever wrote them. */
 export const OPAQUE_NAMES: readonly string[] = ['trusted.overlay.opaque', 'user.overlay.opaque']
+
+/** Redirect markers honoured when reading any layer, whoever wrote them. */
+export const REDIRECT_NAMES: readonly string[] = ['trusted.overlay.redirect', 'user.overlay.redirect']
 
 /**
  * Whether the merged view hides this name, as the kernel hides its private

@@ -14,6 +14,8 @@ export interface MountOptions {
   /** `ro`: the kernel refuses writes with EROFS. */
   readOnly: boolean
   volatile: boolean
+  /** `redirect_dir=on` (the default) renames directories that have lower layers; `off`/`follow` answer EXDEV, as the kernel. */
+  redirectDir: boolean
   /** Seconds the kernel may cache entries and attributes (fuse-overlayfs `timeout=`). */
   timeout: number
   /** Options handed to FUSE's mount as they are (generic mount flags, allow_other, …). */
@@ -41,7 +43,7 @@ const PASS_THROUGH_VALUE = new Set(['max_read', 'blksize', 'uid', 'gid', 'umask'
 /** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
 const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
   'context', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
-  'redirect_dir', 'index', 'metacopy', 'xino', 'userxattr', 'debug',
+  'index', 'metacopy', 'xino', 'userxattr', 'debug',
 ])
 
 /** Split on an unescaped separator; `\x` stands for x. */
@@ -89,7 +91,7 @@ export function escapePath (p: string): string {
 }
 
 export function parseMountOptions (lists: readonly string[]): MountOptions {
-  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, redirectDir: true, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
   for (const list of lists) {
     for (const opt of splitOptionList(list)) {
       const eq = opt.indexOf('=')
@@ -110,6 +112,13 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
         case 'volatile':
           o.volatile = true
           break
+        case 'redirect_dir': {
+          // The kernel's values; ovlfs follows redirects in any case, so 'nofollow' cannot be honoured.
+          const v = requireValue(key, value)
+          if (v !== 'on' && v !== 'off' && v !== 'follow') throw new CliError(`redirect_dir= must be on, off or follow (ovlfs always follows redirects), not ${v}`)
+          o.redirectDir = v === 'on'
+          break
+        }
         case 'timeout': {
           const t = Number(requireValue(key, value))
           if (!Number.isFinite(t) || t < 0) throw new CliError(`timeout= must be a number of seconds, not ${value ?? ''}`)
