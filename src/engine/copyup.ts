@@ -28,7 +28,7 @@ export class CopyUp {
     private readonly work: WorkDir,
     private readonly xattrs: OverlayXattrs,
     private readonly sync: boolean,
-    private readonly onCopiedUp: (path: string, upperReal: string) => Promise<void>,
+    private readonly onCopiedUp: (path: string, upperReal: string, before: Node) => Promise<void>,
   ) {}
 
   /** The node of `path` with its top in the upper layer, copying it (and its parents) up first. */
@@ -80,7 +80,7 @@ export class CopyUp {
       throw err
     }
     this.lookup.invalidate(node.path)
-    await this.onCopiedUp(node.path, target)
+    await this.onCopiedUp(node.path, target, current)
     const copied = await this.lookup.get(node.path)
     if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
     return copied

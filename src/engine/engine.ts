@@ -96,6 +96,12 @@ export class Engine {
   private readonly whiteoutStyle: WhiteoutStyle
   private readonly xattrs: OverlayXattrs
   private readonly sync: boolean
+  /**
+   * Called with the merged st_ino of an object whose attributes changed
+   * maybe without the kernel seeing it (a copy-up of it or into it); the FUSE
+   * layer makes the kernel drop its cached attributes.
+   */
+  onAttrsChanged: (ino: number) => void = () => {}
 
   private constructor (
     readonly options: EngineOptions,
@@ -109,7 +115,13 @@ export class Engine {
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries })
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
-      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, async (p, upperReal) => await this.handles.moveToUpper(p, upperReal))
+      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, async (p, upperReal, before) => {
+        // The object copied up changed (ctime; nlink of a merged directory or of the source of a link)
+        // and so did the directory it was linked into (size, ctime), maybe without an operation on their names.
+        this.onAttrsChanged(before.ino)
+        if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
+        await this.handles.moveToUpper(p, upperReal)
+      })
     }
   }
 
@@ -134,9 +146,19 @@ export class Engine {
   // ---- reading -------------------------------------------------------------
 
   async getattr (path: string): Promise<Attr> {
+    return (await this.getattrWithOrigin(path)).attr
+  }
+
+  /**
+   * Attributes and whether they come from a lower layer (immutable while
+   * mounted: they change only through an operation on this very name, which
+   * copies the object up first). The FUSE layer lets the kernel cache those.
+   */
+  async getattrWithOrigin (path: string): Promise<{ attr: Attr, lower: boolean }> {
     const node = await this.lookup.get(path)
-    const st = node.top.layer.isUpper ? await fsp.lstat(hitPath(node.top), { bigint: true }) : node.stat
-    return attrOf(st, node.ino, node.isDir && node.dirs.length > 1)
+    const lower = !node.top.layer.isUpper
+    const st = lower ? node.stat : await fsp.lstat(hitPath(node.top), { bigint: true })
+    return { attr: attrOf(st, node.ino, node.isDir && node.dirs.length > 1), lower }
   }
 
   /** Attributes through an open file (also after its name was unlinked). */

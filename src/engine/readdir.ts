@@ -50,7 +50,7 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
 export async function isEmptyDir (lookup: Lookup, dir: Node): Promise<boolean> {
   if ((await mergedEntries(lookup, dir)).length > 0) return false
   for (const hit of dir.dirs) {
-    for (const name of (await listLayerDir(lookup, hit)).keys()) {
+    for (const [name] of await listLayerDir(lookup, hit)) {
       if (name.startsWith(UNREPRESENTABLE_PREFIX)) return false
     }
   }

@@ -29,6 +29,23 @@ export interface Presentation {
    * already on the layers stay on disk and are still copied up.
    */
   readonly noacl?: boolean
+  /**
+   * Seconds the kernel may cache names whose top is in a lower layer, the
+   * attributes of lower objects with one name and of all directories, and
+   * the pages of lower files between opens (0 or absent: the mount-wide
+   * timeouts apply to everything). Lower layers do not change while mounted;
+   * such an object changes through an operation on its own name (which the
+   * kernel sees) or through a copy-up (of it, e.g. as the source of a link,
+   * or into a directory), which the engine reports (onAttrsChanged) and the
+   * binding takes back from the kernel by st_ino — so only objects whose
+   * st_ino names one kernel inode qualify (invalidatable): directories,
+   * which cannot be hard linked and whose changes of names the kernel sees
+   * itself, and lower objects with nlink 1. Other objects use the mount-wide
+   * attr_timeout (0): the names of an upper hard link are separate kernel
+   * inodes under libfuse 2's path API, so one would go stale on a write
+   * through another.
+   */
+  readonly lowerTimeout?: number
 }
 
 /** The error of an ACL xattr request under noacl. */
@@ -39,6 +56,7 @@ function aclOff (name: string): OvlError {
 export function makeOps (engine: Engine, context: () => CallerContext, log: Logger, view: Presentation = { ids: new IdMapping(), staticNlink: false }): FuseOps {
   const debug = log.isLevelEnabled('debug')
   const { ids } = view
+  const lowerTimeout = view.lowerTimeout ?? 0
 
   /** Attributes as the mount shows them: owners mapped host → merged; directories' nlink 1 with static_nlink. */
   function present (a: Attr): FuseStat {
@@ -72,7 +90,19 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     destroy: (cb) => cb(0),
 
-    getattr: (path, cb) => run('getattr', path, async () => present(await engine.getattr(normPath(path))), cb),
+    getattr: (path, cb) => run('getattr', path, async () => {
+      const { attr, lower } = await engine.getattrWithOrigin(normPath(path))
+      const st = present(attr)
+      if (lowerTimeout > 0) {
+        // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
+        if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {
+          st.attrTimeout = lowerTimeout
+          st.invalidatable = true
+        }
+        if (lower) st.entryTimeout = lowerTimeout
+      }
+      return st
+    }, cb),
 
     fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
       present(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
@@ -97,7 +127,8 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     statfs: (path, cb) => run('statfs', path, async () => await engine.statfs(), cb),
 
-    open: (path, flags, cb) => run('open', path, async () => (await engine.open(normPath(path), flags)).id, cb),
+    open: (path, flags, cb) => run('open', path, async () => await engine.open(normPath(path), flags),
+      (err, h) => h === undefined ? cb(err) : cb(0, h.id, lowerTimeout > 0 && !h.upper)),
 
     opendir: (path, _flags, cb) => run('opendir', path, async () => {
       const a = await engine.getattr(normPath(path))

@@ -153,6 +153,7 @@ describe('patched fuse-native addon', () => {
     expect(gypBuild.path(dir)).toBe(path.join(dir, 'build', 'Release', 'fuse.node'))
     const addon = gypBuild(dir)
     expect(typeof addon.fuse_native_get_context).toBe('function')
+    expect(typeof addon.fuse_native_inval_ino).toBe('function')
     expect(addon.op_destroy).toBe(34)
   })
 })
@@ -263,6 +264,14 @@ describe.runIf(CAN_MOUNT)('FuseMount (child-served mount; root + /dev/fuse)', ()
     const rel = lastEvent('release')
     expect(rel.path).toBeNull()
     expect(events('fgetattr').some((e) => e.path === null)).toBe(true) // after ftruncate
+  })
+
+  it('answers a failing open with its errno and keeps serving (open takes fh and keepCache)', () => {
+    const p = path.join(mnt, 'x.refused')
+    sh('python3', ['-c', 'import os,sys; os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))', p])
+    expect(sh('python3', ['-c', 'import os,sys\ntry:\n  os.open(sys.argv[1], os.O_RDONLY); print("opened")\nexcept OSError as e: print(e.errno)', p]).trim()).toBe('13')
+    expect(fs.statSync(p).isFile()).toBe(true)
+    expect(isMounted(mnt)).toBe(true)
   })
 
   it('reads and writes through file handles', () => {

@@ -73,6 +73,20 @@ export interface FuseStat {
   atimeNs: bigint;
   mtimeNs: bigint;
   ctimeNs: bigint;
+  /**
+   * getattr only: seconds the kernel may cache this name (entry) and these
+   * attributes, instead of the mount's entry_timeout / attr_timeout (patch
+   * item 13: applied to the LOOKUP or GETATTR reply that this getattr serves).
+   */
+  entryTimeout?: number;
+  attrTimeout?: number;
+  /**
+   * With attrTimeout on a directory: the attributes stay cached only while
+   * FuseMount#invalidateIno can take them back (the addon records the
+   * kernel's node for this st_ino; when its table is full, the mount-wide
+   * attr_timeout applies instead).
+   */
+  invalidatable?: boolean;
 }
 
 export interface FuseStatfs {
@@ -107,7 +121,8 @@ export interface CallerContext {
 export type Status = number;
 export type StatusCallback = (status: Status) => void;
 export type StatCallback = (status: Status, stat?: FuseStat) => void;
-export type HandleCallback = (status: Status, fh?: number) => void;
+/** open may add keepCache: the kernel keeps the file's cached pages from earlier opens (patch item 14). */
+export type HandleCallback = (status: Status, fh?: number, keepCache?: boolean) => void;
 /** byte count (>= 0) or negative errno */
 export type IoCallback = (result: number) => void;
 
@@ -290,6 +305,16 @@ export class FuseMount {
       };
       this.fuse.unmount(done);
     });
+  }
+
+  /**
+   * Make the kernel drop its cached attributes of the directory whose st_ino
+   * is `ino` (one a getattr reply marked invalidatable). 0, or a negative
+   * errno (-2: the kernel caches nothing for it).
+   */
+  invalidateIno(ino: number): number {
+    if (this.ended) return -2;
+    return this.fuse.invalidateIno(ino);
   }
 
   /** True once libfuse ended the session (see `unmounted`). */

@@ -34,6 +34,8 @@ declare module 'fuse-native' {
     _fuseOptions(): string
     /** patched: caller of the request being dispatched, null outside a handler. */
     context(): Fuse.RawContext | null
+    /** patched: drop the kernel's cached attributes of the directory with this st_ino; 0 or -errno. */
+    invalidateIno(ino: number): number
     static context(): Fuse.RawContext | null
     static unmount(mnt: string, cb: Done): void
     static readonly UTIME_NOW: number

@@ -135,6 +135,7 @@ const ops = {
     log('open', { path, flags })
     const n = nodes.get(path)
     if (!n) return cb(ENOENT)
+    if (path.endsWith('.refused')) return cb(-13) // EACCES: an open that fails after the name was found
     const fh = nextFh++
     handles.set(fh, n)
     cb(0, fh)
