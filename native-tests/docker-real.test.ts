@@ -133,7 +133,8 @@ const EDITED = {
   image: 'ovlfs-test/app:1',
   // what `docker start -a` prints afterwards: docker's kernel overlay on the upper dir ovlfs wrote
   script: 'cat /edited-new /data/one.txt /opt/base/owned-1000 && ls /opt/app/recreate && ls /var/edited && stat -c "%u:%g %a" /opt/base/owned-1000 && ' +
-    '[ ! -e /opt/app/a.txt ] && [ ! -e /opt/app/suid.sh ] && [ -d /opt/app/newdir ] && echo done',
+    // newdir was renamed to moved through ovlfs (a redirect); docker's kernel overlay follows it
+    '[ ! -e /opt/app/a.txt ] && [ ! -e /opt/app/suid.sh ] && [ ! -e /opt/app/newdir ] && [ -L /opt/app/moved/link ] && [ -f /opt/app/moved/sub/f2 ] && echo done',
 }
 
 /**
