@@ -13,7 +13,7 @@
 //   w<k>-d<j> directories only writer k touches, with files g<i> (and lower x, y) inside
 //   w<k>-tmp  writer k's temp name (never left behind)
 // Some of each kind exist in the lower layers, so copy-ups, whiteouts, opaque
-// directories and EXDEV for merged directories all happen.
+// directories and renames of merged directories (redirects) all happen.
 
 const { makeContent } = require('./common')
 
@@ -55,7 +55,7 @@ function lowerEntries (nWriters) {
 
 /**
  * Writer k's model of its own names at the start: merged path -> { t: 'f', c } | { t: 'd', merged }.
- * `merged` marks a directory with lower parts: renaming it gives EXDEV (no redirect_dir).
+ * `merged` marks a directory with lower parts (it renames like any other: redirect_dir=on).
  */
 function initialModel (k, nWriters) {
   const model = new Map()
