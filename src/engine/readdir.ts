@@ -20,13 +20,22 @@ export interface DirEntry {
  * every `.wh.*` name are left out. `.` and `..` are added by the FUSE adapter.
  */
 export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntry[]> {
+  return (await merge(lookup, dir)).entries
+}
+
+/** The merged listing, and whether some layer also holds names that cannot be listed (not UTF-8). */
+async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[], unrepresentable: boolean }> {
   const seen = new Set<string>()
   const out: DirEntry[] = []
+  let unrepresentable = false
   for (const hit of dir.dirs) {
     const listing = await listLayerDir(lookup, hit)
     const hiddenBelow: string[] = []
     for (const [name, { type, ino }] of listing) {
-      if (name.startsWith(UNREPRESENTABLE_PREFIX)) continue
+      if (name.startsWith(UNREPRESENTABLE_PREFIX)) {
+        unrepresentable = true
+        continue
+      }
       if (isWhiteoutName(name)) {
         const target = whiteoutTarget(name)
         if (target !== undefined) hiddenBelow.push(target)
@@ -39,7 +48,7 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
     }
     for (const name of hiddenBelow) seen.add(name)
   }
-  return out
+  return { entries: out, unrepresentable }
 }
 
 /**
@@ -48,13 +57,8 @@ export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntr
  * still count: a directory holding one is not empty, as on the kernel.
  */
 export async function isEmptyDir (lookup: Lookup, dir: Node): Promise<boolean> {
-  if ((await mergedEntries(lookup, dir)).length > 0) return false
-  for (const hit of dir.dirs) {
-    for (const [name] of await listLayerDir(lookup, hit)) {
-      if (name.startsWith(UNREPRESENTABLE_PREFIX)) return false
-    }
-  }
-  return true
+  const { entries, unrepresentable } = await merge(lookup, dir)
+  return entries.length === 0 && !unrepresentable
 }
 
 async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {

@@ -247,8 +247,9 @@ export async function readdirIno(p: PathLike): Promise<DirentIno[]> {
     const n = buf.readUInt16LE(i + 9)
     let name = buf.toString('utf8', i + 11, i + 11 + n)
     // Invalid bytes decode to U+FFFD; a genuine U+FFFD re-encodes to the same bytes.
-    if (name.includes('\ufffd') && Buffer.byteLength(name) !== n) name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
-    else if (name.includes('\ufffd') && !Buffer.from(name).equals(buf.subarray(i + 11, i + 11 + n))) name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
+    if (name.includes('\ufffd') && !Buffer.from(name).equals(buf.subarray(i + 11, i + 11 + n))) {
+      name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
+    }
     out.push({ name, type, ino })
     i += 11 + n
   }
