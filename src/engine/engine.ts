@@ -15,7 +15,7 @@ import { Lookup, type Node, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
-import { WorkDir } from './workdir'
+import { WorkDir, removeEntries } from './workdir'
 import { isPrivateXattr, overlayXattrs, type OverlayXattrs, type XattrNamespace } from './xattrs'
 
 const C = fs.constants
@@ -553,7 +553,7 @@ export class Engine {
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
-    if (d !== null && d.isDir && d.top.layer.isUpper && !pureUpper(d)) await clearWhiteouts(target)
+    if (d !== null && d.isDir && d.top.layer.isUpper && !pureUpper(d)) await removeEntries(target) // only whiteouts are left in an upper dir that is empty in the merged view
     if (hasLower) {
       // A directory with lower layers keeps them through a redirect to where they are (redirect.ts).
       await this.setRedirect(up, splitPath(src)[0] === dstParentPath)
@@ -728,13 +728,6 @@ async function makeAufsWhiteout (p: string): Promise<void> {
     const st = await fsp.lstat(p)
     if (st.isFile()) return
     await fsp.rm(p, { recursive: true, force: true })
-  }
-}
-
-/** Remove the whiteouts left in an upper directory that is empty in the merged view. */
-async function clearWhiteouts (dir: string): Promise<void> {
-  for (const name of await fsp.readdir(dir, { encoding: 'buffer' })) {
-    await fsp.rm(Buffer.concat([Buffer.from(dir + '/'), name]), { recursive: true, force: true })
   }
 }
 

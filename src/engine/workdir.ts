@@ -34,13 +34,7 @@ export class WorkDir {
     })
     if (st !== null && !st.isDirectory()) await fsp.unlink(this.dir)
     if (st === null || !st.isDirectory()) await fsp.mkdir(this.dir, { mode: 0o700 })
-    let removed = 0
-    // Names as bytes: a leftover whose name is not UTF-8 is removed too.
-    for (const name of await fsp.readdir(this.dir, { encoding: 'buffer' })) {
-      await fsp.rm(Buffer.concat([Buffer.from(this.dir + '/'), name]), { recursive: true, force: true })
-      removed++
-    }
-    return removed
+    return await removeEntries(this.dir)
   }
 
   /** What the upper filesystem lets us write: char-dev whiteouts, trusted.* xattrs. */
@@ -67,4 +61,18 @@ export class WorkDir {
     }
     return { whiteouts, xattrNamespace }
   }
+}
+
+/**
+ * Remove everything inside `dir` (not `dir` itself), without following links.
+ * Names are read as bytes, so entries whose names are not UTF-8 go too.
+ * Returns how many entries were removed.
+ */
+export async function removeEntries (dir: string): Promise<number> {
+  let removed = 0
+  for (const name of await fsp.readdir(dir, { encoding: 'buffer' })) {
+    await fsp.rm(Buffer.concat([Buffer.from(dir + '/'), name]), { recursive: true, force: true })
+    removed++
+  }
+  return removed
 }
