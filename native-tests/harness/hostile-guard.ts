@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
+import { typeOf } from './snapshot'
 
 export type TreeState = Map<string, string>
 
@@ -119,16 +120,6 @@ function readXattrsRaw (root: string): Map<string, Record<string, string>> {
 /** getfattr quotes names: `\\` for a backslash, `\ooo` for other special bytes. */
 function unescapeGetfattr (s: string): string {
   return s.replace(/\\(\\|[0-7]{3})/g, (_m, g: string) => g === '\\' ? '\\' : String.fromCharCode(parseInt(g, 8)))
-}
-
-function typeOf (st: fs.BigIntStats): string {
-  if (st.isFile()) return 'file'
-  if (st.isDirectory()) return 'dir'
-  if (st.isSymbolicLink()) return 'symlink'
-  if (st.isFIFO()) return 'fifo'
-  if (st.isCharacterDevice()) return 'chr'
-  if (st.isBlockDevice()) return 'blk'
-  return 'socket'
 }
 
 function sha256 (abs: Buffer): string {

@@ -119,7 +119,8 @@ function entry (abs: string, st: fs.BigIntStats, xattrs: Record<string, string>,
   return e
 }
 
-function typeOf (st: fs.BigIntStats): Type {
+/** The file type of an lstat, by name. */
+export function typeOf (st: fs.BigIntStats): Type {
   if (st.isFile()) return 'file'
   if (st.isDirectory()) return 'dir'
   if (st.isSymbolicLink()) return 'symlink'

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { readXattrs } from './snapshot'
+import { readXattrs, typeOf } from './snapshot'
 
 export type TreeHash = Map<string, string>
 
@@ -64,16 +64,6 @@ export class LayerGuard {
   }
 
   get roots (): string[] { return [...this.saved.keys()] }
-}
-
-function typeOf (st: fs.BigIntStats): string {
-  if (st.isFile()) return 'file'
-  if (st.isDirectory()) return 'dir'
-  if (st.isSymbolicLink()) return 'symlink'
-  if (st.isFIFO()) return 'fifo'
-  if (st.isCharacterDevice()) return 'chr'
-  if (st.isBlockDevice()) return 'blk'
-  return 'socket'
 }
 
 function sha256File (abs: string): string {
