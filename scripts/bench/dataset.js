@@ -18,7 +18,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const crypto = require('node:crypto')
-const { log, q, runShell, sh, removeTree, alive, mountsUnder } = require('./lib')
+const { log, q, runShell, sh, removeTree, alive, mountsUnder, mulberry32 } = require('./lib')
 
 const DATASET_VERSION = 1
 
@@ -61,17 +61,6 @@ const SCALES = {
 const building = new Set()
 
 // ---------------------------------------------------------------- helpers
-
-function mulberry32 (seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const TEXT = crypto.randomBytes(3 << 19).toString('base64').replace(/(.{76})/g, '$1\n') // ~2 MiB of text
 

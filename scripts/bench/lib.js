@@ -172,6 +172,19 @@ function peakRssKiB (pid) {
 
 const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
 
+/** mulberry32: a small seeded 32-bit PRNG; returns floats in [0, 1). */
+function mulberry32 (seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
 module.exports = {
+  mulberry32,
   log, q, runShell, killGroup, killLiveGroups, sh, mounts, isMounted, mountsUnder, removeTree, cmdline, alive, cpuSeconds, peakRssKiB, sleep,
 }

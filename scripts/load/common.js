@@ -9,7 +9,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { mount, unmount, unmountAllSync, active } = require('../bench/mounts')
-const { isMounted, alive, sleep, removeTree, log } = require('../bench/lib')
+const { isMounted, alive, sleep, removeTree, log, mulberry32 } = require('../bench/lib')
 
 const REPO = path.resolve(__dirname, '..', '..')
 const CLI = path.join(REPO, 'dist', 'cli', 'main.js')
@@ -44,18 +44,6 @@ function camel (s) { return s.replace(/-([a-z])/g, (_m, c) => c.toUpperCase()) }
 function die (msg) {
   process.stderr.write(msg.endsWith('\n') ? msg : msg + '\n')
   process.exit(2)
-}
-
-/** mulberry32: a small seeded 32-bit PRNG; returns floats in [0, 1). */
-function mulberry32 (seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 class Rng {
