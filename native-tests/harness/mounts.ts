@@ -19,8 +19,8 @@ export const KERNEL_OPTS = 'redirect_dir=off,index=off,metacopy=off'
  * trusted.overlay.*), which refuses redirect_dir=off (it means "follow" there): nofollow.
  */
 export const KERNEL_USERXATTR_OPTS = 'redirect_dir=nofollow,index=off,metacopy=off,userxattr'
-/** ovlfs mounted to match KERNEL_OPTS: its default redirect_dir=on would rename what the kernel refuses. */
-export const FUSE_OPTS = 'redirect_dir=off'
+/** ovlfs mounted to match KERNEL_OPTS: its defaults (redirect_dir, index, metacopy on) would differ from the kernel's. */
+export const FUSE_OPTS = 'redirect_dir=off,index=off,metacopy=off'
 /** The kernel renaming directories with redirects, as ovlfs does by default. */
 export const KERNEL_REDIRECT_OPTS = 'redirect_dir=on,index=off,metacopy=off'
 

@@ -136,7 +136,11 @@ export async function mountImageCommand (argv: string[], io: MountImageIO = {}):
   if (work !== undefined) request.work = work
   const plan = planMount(stack, request)
   const layers = await materialize(plan, io.stdout ?? process.stdout)
-  const code = await (io.run ?? runMain)(['-o', mountOptions(layers.lowerdirs, layers.upperdir, layers.workdir), resolvePath(mountpoint)])
+  // A container's own upper layer is mounted as Docker's kernel overlay mounts it (index=off, metacopy off), so
+  // that Docker can still read everything written through ovlfs (a metadata-only copy would be EPERM to it).
+  const dockerUpper = plan.upperdir !== undefined && request.upper === undefined
+  const options = mountOptions(layers.lowerdirs, layers.upperdir, layers.workdir) + (dockerUpper ? ',index=off,metacopy=off' : '')
+  const code = await (io.run ?? runMain)(['-o', options, resolvePath(mountpoint)])
   if (code !== 0) {
     for (const dir of layers.temporary) await rm(dir, { recursive: true, force: true })
   }

@@ -110,6 +110,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     process.umask(0)
     const engine = await Engine.open({
       lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile, redirectDir: options.redirectDir,
+      index: options.index, metacopy: options.metacopy,
       maxNodes: MAX_NODES, maxListingEntries: MAX_LISTING_ENTRIES,
     })
     log.debug({ features: engine.features }, 'engine ready')

@@ -171,11 +171,11 @@ describe('ovlfs mount-image', () => {
     rmSync(lower, { recursive: true })
   })
 
-  it('a container mounts with its own upper and work dirs', async () => {
+  it('a container mounts with its own upper and work dirs, as Docker mounts them (index=off, metacopy=off)', async () => {
     const rec = recorder()
     await mountImageCommand(['--docker-root', root, 'web', '/mnt/x'], { run: rec.run, stdout: capture() })
     const H = join(root, 'overlay2')
-    expect(rec.calls[0]?.[1]).toBe(`lowerdir=${[d(`${M}-init`), d(C4), d(C3), d(C2), d(C1)].join(':')},upperdir=${join(H, M, 'diff')},workdir=${join(H, M, 'work')}`)
+    expect(rec.calls[0]?.[1]).toBe(`lowerdir=${[d(`${M}-init`), d(C4), d(C3), d(C2), d(C1)].join(':')},upperdir=${join(H, M, 'diff')},workdir=${join(H, M, 'work')},index=off,metacopy=off`)
     expect((await cliError(mountImageCommand(['--docker-root', root, 'web', '/mnt/x', '--upper', '/u', '--work', '/w'], { run: rec.run }))).message).toContain('--upper/--work apply to images')
   })
 

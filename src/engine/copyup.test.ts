@@ -121,8 +121,8 @@ describe('copy-up', () => {
     ['setxattr', async (s: Stack) => { await s.engine.setxattr('/f', 'user.new', Buffer.from('v'), 0) }],
     ['link', async (s: Stack) => { await s.engine.link('/f', '/f2') }],
     ['rename', async (s: Stack) => { await s.engine.rename('/f', '/f2') }],
-  ])('is triggered by %s', async (_op, act) => {
-    const s = await stack({ lowers: [{ f: 'lower data' }] })
+  ])('is triggered by %s (metacopy=off: the data too)', async (_op, act) => {
+    const s = await stack({ lowers: [{ f: 'lower data' }], engine: { metacopy: false } })
     expect(fs.existsSync(s.up('/f'))).toBe(false)
     await act(s)
     const name = fs.existsSync(s.up('/f2')) ? '/f2' : '/f'
@@ -352,8 +352,8 @@ describe('copy-up', () => {
     expect(await Promise.all(paths.map(async p => (await e2.getattr(p)).ino))).toEqual(before)
   })
 
-  it('breaks a lower hard link (as the kernel does with index=off): the other name keeps the lower data', async () => {
-    const s = await stack({ lowers: [{ a: 'shared', b: hardlink('a') }] })
+  it('with index=off breaks a lower hard link (as the kernel does by default): the other name keeps the lower data', async () => {
+    const s = await stack({ lowers: [{ a: 'shared', b: hardlink('a') }], engine: { index: false } })
     await writeMerged(s.engine, '/a', 'SH')
     expect(await readMerged(s.engine, '/a')).toBe('SHared')
     expect(await readMerged(s.engine, '/b')).toBe('shared')

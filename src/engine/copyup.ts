@@ -1,15 +1,25 @@
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { RENAME_NOREPLACE, copyData, fsyncPath, llistxattr, lgetxattr, lsetxattr, mknod, renameat2, utimensat } from '../native/sys'
 import { OvlError, codeOf } from './errors'
+import type { HardLinkIndex } from './hardlinks'
 import { encodeOrigin } from './inode'
 import { type Layer, realPath, splitPath } from './layers'
 import { type Lookup, type Node, hitPath } from './lookup'
+import { createMetacopy, dropMetacopy } from './metacopy'
 import type { WorkDir } from './workdir'
-import { OPAQUE_NAMES, REDIRECT_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
+import { METACOPY_NAMES, OPAQUE_NAMES, REDIRECT_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
 
 export interface CopyUpOptions {
   /** Copy the file's data too (false for an open with O_TRUNC or a truncate to 0). */
   readonly data: boolean
+  /** Only metadata will change (chmod, chown, utimens, xattrs): a metadata-only copy will do (metacopy.ts). */
+  readonly meta?: boolean
+}
+
+/** What copy-up may do beyond copying: keep hard links (index), copy metadata only (metacopy). */
+export interface CopyUpFeatures {
+  readonly hardlinks?: HardLinkIndex
+  readonly metacopy: boolean
 }
 
 /**
@@ -29,16 +39,25 @@ export class CopyUp {
     private readonly xattrs: OverlayXattrs,
     private readonly sync: boolean,
     private readonly onCopiedUp: (path: string, upperReal: string, before: Node) => Promise<void>,
+    private readonly features: CopyUpFeatures = { metacopy: false },
   ) {}
 
-  /** The node of `path` with its top in the upper layer, copying it (and its parents) up first. */
+  /**
+   * The node of `path` with its top in the upper layer, copying it (and its
+   * parents) up first; with its own data unless only metadata will change.
+   */
   async ensure (node: Node, opts: CopyUpOptions = { data: true }): Promise<Node> {
-    if (node.top.layer.isUpper) return node
-    let p = this.inflight.get(node.path)
+    let n = node.top.layer.isUpper ? node : await this.once(node.path, async () => await this.copy(node, opts))
+    if (n.data !== undefined && opts.meta !== true) n = await this.once('\0data' + n.path, async () => await this.copyData(n, opts.data))
+    return n
+  }
+
+  private async once (key: string, fn: () => Promise<Node>): Promise<Node> {
+    let p = this.inflight.get(key)
     if (p === undefined) {
-      p = this.copy(node, opts)
-      this.inflight.set(node.path, p)
-      void p.finally(() => this.inflight.delete(node.path)).catch(() => {})
+      p = fn()
+      this.inflight.set(key, p)
+      void p.finally(() => this.inflight.delete(key)).catch(() => {})
     }
     return await p
   }
@@ -59,31 +78,98 @@ export class CopyUp {
     const src = hitPath(current.top)
     // The stat from lookup: taken before ovlfs itself read the directory (which moves its atime).
     const st = current.stat
-    const tmp = this.work.temp()
     const target = realPath(this.upper, node.path)
-    try {
-      await this.createCopy(src, tmp, st, opts)
-      // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
-      await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
-      if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-      await copyXattrs(src, tmp, this.xattrs)
-      if (st.isDirectory() || st.nlink === 1n) await this.setOrigin(tmp, current.ino, st)
-      await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
-      if (this.sync && st.isFile()) await fsyncPath(tmp)
-      // Linking the copy into its parent must not change the parent's times (the kernel restores them too).
-      const parentReal = realPath(this.upper, parentPath)
-      const pst = await fsp.lstat(parentReal, { bigint: true })
-      await renameat2(tmp, target, RENAME_NOREPLACE)
-      await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
-    } catch (err) {
-      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
-      throw err
+    // Linking the copy into its parent must not change the parent's times (the kernel restores them too).
+    const parentReal = realPath(this.upper, parentPath)
+    const pst = await fsp.lstat(parentReal, { bigint: true })
+    const hardlinks = this.features.hardlinks
+    if (hardlinks !== undefined && st.isFile() && st.nlink > 1n) {
+      // A name of a lower file with several names: copied once into the index, then linked (hardlinks.ts).
+      const entry = current.index ?? await hardlinks.find(current.ino) ??
+        await hardlinks.publish(await this.build(src, st, current.ino, { data: true }, true), current.ino, Number(st.nlink))
+      await hardlinks.linkUp(entry, target)
+    } else {
+      const tmp = await this.build(src, st, current.ino, opts, st.isDirectory() || st.nlink === 1n)
+      try {
+        await renameat2(tmp, target, RENAME_NOREPLACE)
+      } catch (err) {
+        await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+        throw err
+      }
     }
+    await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
     this.lookup.invalidate(node.path)
     await this.onCopiedUp(node.path, target, current)
     const copied = await this.lookup.get(node.path)
     if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
     return copied
+  }
+
+  /**
+   * Build the copy of `src` in the work directory (data, owner, mode, xattrs,
+   * origin, times; fsync'ed unless volatile) and return its path.
+   */
+  private async build (src: string, st: BigIntStats, ino: number, opts: CopyUpOptions, origin: boolean): Promise<string> {
+    const tmp = this.work.temp()
+    try {
+      const meta = opts.meta === true && opts.data && this.features.metacopy && st.isFile() && st.nlink === 1n && st.size > 0n
+      if (meta) {
+        await createMetacopy(tmp, st.size, this.xattrs.metacopy)
+      } else {
+        await this.createCopy(src, tmp, st, opts)
+      }
+      // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
+      await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+      if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+      await copyXattrs(src, tmp, this.xattrs)
+      if (origin) await this.setOrigin(tmp, ino, st)
+      await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
+      if (this.sync && st.isFile() && !meta) await fsyncPath(tmp)
+      return tmp
+    } catch (err) {
+      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+      throw err
+    }
+  }
+
+  /**
+   * Give a metadata-only copy its data (metacopy.ts): a full copy of the lower
+   * data with the upper copy's metadata, built in the work directory and
+   * renamed over it; or, when the data is not wanted (truncate to 0), just
+   * the empty file without its marker.
+   */
+  private async copyData (node: Node, withData: boolean): Promise<Node> {
+    const current = await this.lookup.get(node.path)
+    if (current.data === undefined) return current
+    const real = hitPath(current.top)
+    if (!withData) {
+      await fsp.truncate(real, 0)
+      await dropMetacopy(real)
+    } else {
+      const st = await fsp.lstat(real, { bigint: true })
+      const [parentPath] = splitPath(node.path)
+      const parentReal = realPath(this.upper, parentPath)
+      const pst = await fsp.lstat(parentReal, { bigint: true })
+      const tmp = this.work.temp()
+      try {
+        await copyData(hitPath(current.data), tmp, 0o600)
+        await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+        await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+        await copyXattrs(real, tmp, this.xattrs, { all: true })
+        await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
+        if (this.sync) await fsyncPath(tmp)
+        await fsp.rename(tmp, real)
+      } catch (err) {
+        await fsp.rm(tmp, { force: true }).catch(() => {})
+        throw err
+      }
+      await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
+    }
+    this.lookup.invalidate(node.path)
+    await this.onCopiedUp(node.path, real, current)
+    const full = await this.lookup.get(node.path)
+    if (full.data !== undefined) throw new OvlError('EIO', `the data copy-up of ${node.path} did not finish`)
+    return full
   }
 
   /** Record the st_ino the object had, so it keeps it. User xattrs cannot go on symlinks and special files. */
@@ -115,9 +201,10 @@ export class CopyUp {
  * Copy every xattr but the overlay-private ones of the namespace in use, and
  * the markers ovlfs honours in either namespace (an opaque marker copied onto
  * the upper copy would hide the directory's own lower contents, a redirect
- * would send its lookups elsewhere).
+ * would send its lookups elsewhere). With `all` (an upper file replaced by
+ * its full copy), private ones too, but never the metacopy marker.
  */
-export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): Promise<void> {
+export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, opts: { all?: boolean } = {}): Promise<void> {
   let names: string[]
   try {
     names = await llistxattr(src)
@@ -126,7 +213,8 @@ export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): P
     throw err
   }
   for (const name of names) {
-    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name)) continue
+    if (METACOPY_NAMES.includes(name)) continue
+    if (opts.all !== true && (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name))) continue
     const value = await lgetxattr(src, name)
     if (value === null) continue
     try {

@@ -5,13 +5,14 @@ import {
   RENAME_EXCHANGE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, type Timespec,
   fsyncPath, lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, renameat2, statfs, utimensat,
 } from '../native/sys'
-import { CopyUp } from './copyup'
+import { CopyUp, type CopyUpOptions } from './copyup'
+import { HardLinkIndex, mergedNlink } from './hardlinks'
 import { OvlError, codeOf } from './errors'
 import { Handles, closeFd, openFd, type OpenFile } from './handles'
 import { KeyedLocks } from './locks'
 import { dropSgidOnWrite, type Writer } from './privs'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
-import { Lookup, type Node, hitPath } from './lookup'
+import { Lookup, type Node, dataPath, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
@@ -24,6 +25,8 @@ const S_IFCHR = 0o020000
 const S_ISGID = 0o2000
 const S_IFDIR = 0o040000
 const O_ACCMODE = 3
+/** Copy-up for a change of metadata only: a metadata-only copy will do (metacopy.ts). */
+const META_ONLY: CopyUpOptions = { data: true, meta: true }
 
 /** Who asks: the FUSE caller's fsuid/fsgid, used as owner of what it creates. */
 export interface Caller {
@@ -42,6 +45,16 @@ export interface EngineOptions extends LayerStackConfig {
    * the kernel's default `redirect_dir=off`. Redirects are followed either way.
    */
   readonly redirectDir?: boolean
+  /**
+   * Keep lower hard links through copy-up (the kernel's `index=on`; the
+   * default): see hardlinks.ts. False breaks them, as the kernel's default.
+   */
+  readonly index?: boolean
+  /**
+   * Copy up metadata only for chmod, chown, utimens and xattr changes (the
+   * kernel's `metacopy=on`; the default): see metacopy.ts.
+   */
+  readonly metacopy?: boolean
 }
 
 /** Attributes of a merged object, ready for FUSE (ns times; st_ino as the merge defines it). */
@@ -96,6 +109,7 @@ export class Engine {
   private readonly whiteoutStyle: WhiteoutStyle
   private readonly xattrs: OverlayXattrs
   private readonly sync: boolean
+  private readonly hardlinks: HardLinkIndex | undefined
   /**
    * Called with the merged st_ino of an object whose attributes changed
    * maybe without the kernel seeing it (a copy-up of it or into it); the FUSE
@@ -105,14 +119,15 @@ export class Engine {
 
   private constructor (
     readonly options: EngineOptions,
-    probed: { work?: WorkDir, whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace },
+    probed: { work?: WorkDir, hardlinks?: HardLinkIndex, whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace },
   ) {
     this.stack = new LayerStack(options, (dir) => fs.statSync(dir).dev)
     this.sync = options.volatile !== true
     this.work = probed.work
     this.whiteoutStyle = probed.whiteouts
     this.xattrs = overlayXattrs(probed.xattrNamespace)
-    this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries })
+    this.hardlinks = probed.hardlinks
+    this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries }, this.hardlinks)
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
       this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, async (p, upperReal, before) => {
@@ -121,7 +136,7 @@ export class Engine {
         this.onAttrsChanged(before.ino)
         if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
         await this.handles.moveToUpper(p, upperReal)
-      })
+      }, { hardlinks: this.hardlinks, metacopy: options.metacopy !== false })
     }
   }
 
@@ -136,7 +151,12 @@ export class Engine {
     const work = new WorkDir(options.workdir)
     await work.prepare()
     const probe = await work.probe()
-    return new Engine(options, { work, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace })
+    let hardlinks: HardLinkIndex | undefined
+    if (options.index !== false) {
+      hardlinks = new HardLinkIndex(options.workdir, overlayXattrs(probe.xattrNamespace).nlink)
+      await hardlinks.prepare()
+    }
+    return new Engine(options, { work, hardlinks, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace })
   }
 
   get features (): { whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace, readOnly: boolean } {
@@ -156,9 +176,16 @@ export class Engine {
    */
   async getattrWithOrigin (path: string): Promise<{ attr: Attr, lower: boolean }> {
     const node = await this.lookup.get(path)
-    const lower = !node.top.layer.isUpper
-    const st = lower ? node.stat : await fsp.lstat(hitPath(node.top), { bigint: true })
-    return { attr: attrOf(st, node.ino, node.isDir && node.dirs.length > 1), lower }
+    const lower = !node.top.layer.isUpper && node.index === undefined
+    if (lower) return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower }
+    // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
+    const real = node.index ?? hitPath(node.top)
+    const st = await fsp.lstat(real, { bigint: true })
+    const attr = attrOf(st, node.ino, node.isDir && node.dirs.length > 1)
+    if (st.isFile() && st.nlink > 1n) attr.nlink = await mergedNlink(real, st, this.xattrs.nlink)
+    // A metadata-only copy occupies the lower data's blocks (as the kernel reports).
+    if (node.data !== undefined) attr.blocks = Number((await fsp.lstat(hitPath(node.data), { bigint: true })).blocks)
+    return { attr, lower }
   }
 
   /** Attributes through an open file (also after its name was unlinked). */
@@ -203,12 +230,12 @@ export class Engine {
   async getxattr (path: string, name: string): Promise<Buffer | null> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
     const node = await this.lookup.get(path)
-    return await lgetxattr(hitPath(node.top), name)
+    return await lgetxattr(node.index ?? hitPath(node.top), name)
   }
 
   async listxattr (path: string): Promise<string[]> {
     const node = await this.lookup.get(path)
-    const names = await llistxattr(hitPath(node.top))
+    const names = await llistxattr(node.index ?? hitPath(node.top))
     return names.filter(n => !isPrivateXattr(n, this.xattrs.namespace))
   }
 
@@ -220,14 +247,15 @@ export class Engine {
     if (writes) {
       node = await this.writable(node, { data: (flags & C.O_TRUNC) === 0 })
     }
-    const real = hitPath(node.top)
-    const fd = await openFd(real, (flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY)) | C.O_NOFOLLOW)
+    const fd = await openFd(dataPath(node), (flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY)) | C.O_NOFOLLOW)
     if (writes) this.lookup.invalidate(path)
-    const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), node.top.layer.isUpper, path, node.ino)
+    // A handle on the lower data of a metadata-only copy moves to the full copy when the data is copied up.
+    const upper = (node.top.layer.isUpper && node.data === undefined) || node.index !== undefined
+    const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), upper, path, node.ino)
     if (!h.upper) {
       // A copy-up that finished while this lower file was being opened missed this handle.
       const now = await this.lookup.get(path)
-      if (now.top.layer.isUpper) await this.handles.moveToUpper(path, hitPath(now.top))
+      if ((now.top.layer.isUpper && now.data === undefined) || now.index !== undefined) await this.handles.moveToUpper(path, dataPath(now))
     }
     return h
   }
@@ -274,19 +302,19 @@ export class Engine {
   // ---- changing attributes (copy-up first) -----------------------------------
 
   async chmod (path: string, mode: number): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path))
+    const node = await this.writable(await this.lookup.get(path), META_ONLY)
     await fsp.chmod(hitPath(node.top), mode & 0o7777)
     this.lookup.invalidate(path)
   }
 
   async chown (path: string, uid: number, gid: number): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path))
+    const node = await this.writable(await this.lookup.get(path), META_ONLY)
     await fsp.lchown(hitPath(node.top), uid, gid)
     this.lookup.invalidate(path)
   }
 
   async utimens (path: string, atime: Timespec, mtime: Timespec): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path))
+    const node = await this.writable(await this.lookup.get(path), META_ONLY)
     await utimensat(hitPath(node.top), atime, mtime, true)
     this.lookup.invalidate(path)
   }
@@ -301,7 +329,7 @@ export class Engine {
 
   async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
-    const node = await this.writable(await this.lookup.get(path))
+    const node = await this.writable(await this.lookup.get(path), META_ONLY)
     await lsetxattr(hitPath(node.top), name, value, flags)
     this.lookup.invalidate(path)
   }
@@ -311,10 +339,10 @@ export class Engine {
     let node = await this.lookup.get(path)
     this.assertWritable()
     // As the kernel: removing an xattr the lower file does not have fails without a copy-up.
-    if (!node.top.layer.isUpper && await lgetxattr(hitPath(node.top), name) === null) {
+    if (!node.top.layer.isUpper && await lgetxattr(node.index ?? hitPath(node.top), name) === null) {
       throw new OvlError('ENODATA', `no xattr ${name} on ${path}`)
     }
-    node = await this.writable(node)
+    node = await this.writable(node, META_ONLY)
     await lremovexattr(hitPath(node.top), name)
     this.lookup.invalidate(path)
   }
@@ -460,7 +488,10 @@ export class Engine {
   }
 
   /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
-  private async remove (node: Node): Promise<void> {
+  private async remove (found: Node): Promise<void> {
+    // A lower name of a file with several names is linked up first, so the other names' link count drops (hardlinks.ts).
+    const indexed = this.hardlinks !== undefined && !found.isDir && found.stat.isFile() && found.stat.nlink > 1n
+    const node = indexed && !found.top.layer.isUpper ? await this.writable(found) : found
     const [parentPath, name] = splitPath(node.path)
     const lowerPositive = await this.lookup.lowerPositive(node.path)
     const parent = await this.ensureDir(parentPath)
@@ -477,6 +508,7 @@ export class Engine {
       await fsp.unlink(target)
     }
     this.lookup.invalidate(node.path)
+    if (indexed) await this.hardlinks?.release(node.ino)
   }
 
   /**
@@ -607,9 +639,9 @@ export class Engine {
   }
 
   /** The node, copied up (data too unless told otherwise) so it can be changed. */
-  private async writable (node: Node, opts = { data: true }): Promise<Node> {
+  private async writable (node: Node, opts: CopyUpOptions = { data: true }): Promise<Node> {
     this.assertWritable()
-    if (node.top.layer.isUpper) return node
+    if (node.top.layer.isUpper && node.data === undefined) return node
     if (this.copyUp === undefined) throw new OvlError('EROFS', 'read-only overlay')
     return await this.copyUp.ensure(node, opts)
   }

@@ -1,11 +1,13 @@
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { LRUCache } from 'lru-cache'
-import { lgetxattr } from '../native/sys'
+import { lgetxattr, llistxattr } from '../native/sys'
 import { DirIndex } from './dir-index'
 import { OvlError, codeOf } from './errors'
 import { type Layer, type LayerStack, realPath, splitPath, joinPath } from './layers'
 import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './whiteout'
 import { InodeMap, decodeOrigin } from './inode'
+import type { HardLinkIndex } from './hardlinks'
+import { isMetacopy } from './metacopy'
 import { OPAQUE_NAMES } from './xattrs'
 import { type LayerProbe, type LookupState, lookupInLayer, readRedirect } from './redirect'
 
@@ -33,7 +35,18 @@ export interface Node {
   readonly ino: number
   /** For directories, every layer merged into it, top first (stopping at an opaque one). For others, [top]. */
   readonly dirs: readonly Hit[]
+  /** A metadata-only upper copy (metacopy.ts): the lower file holding its data. */
+  readonly data?: Hit
+  /** A lower file with several names already copied up through another name (hardlinks.ts): the index entry now holding it. */
+  readonly index?: string
+  /** For lower files with several names: the index generation they were resolved at. */
+  readonly indexGen?: number
   stale: boolean
+}
+
+/** The real file holding a node's data: its index entry, the lower data of a metadata-only copy, or its top. */
+export function dataPath (n: Node): string {
+  return n.index ?? hitPath(n.data ?? n.top)
 }
 
 /**
@@ -58,7 +71,12 @@ export class Lookup {
 
   readonly inodes: InodeMap
 
-  constructor (readonly stack: LayerStack, private readonly originXattr: string, opts: { maxNodes?: number, maxListingEntries?: number } = {}) {
+  constructor (
+    readonly stack: LayerStack,
+    private readonly originXattr: string,
+    opts: { maxNodes?: number, maxListingEntries?: number } = {},
+    private readonly hardlinks?: HardLinkIndex,
+  ) {
     this.inodes = new InodeMap(stack)
     this.cache = new LRUCache<string, Node>({ max: opts.maxNodes ?? 100_000 })
     this.dirIndex = new DirIndex(opts.maxListingEntries)
@@ -102,6 +120,7 @@ export class Lookup {
   private valid (n: Node): boolean {
     for (let a: Node | undefined = n; a !== undefined; a = a.parent) {
       if (a.stale) return false
+      if (a.indexGen !== undefined && a.indexGen !== this.hardlinks?.generation) return false
       if (a !== n && this.cache.peek(a.path) !== a) return false
     }
     return true
@@ -152,7 +171,36 @@ export class Lookup {
       }
     }
     if (top === undefined || stat === undefined) return null
-    return { path, parent, top, stat, isDir: stat.isDirectory(), ino: await this.inoOf(top, stat, dirs), dirs: stat.isDirectory() ? dirs : [top], stale: false }
+    // One listxattr tells an upper object's origin record and metacopy marker apart from nothing at all.
+    const names = top.layer.isUpper ? await xattrNames(hitPath(top)) : undefined
+    const ino = await this.inoOf(top, stat, dirs, names)
+    const node: Node = { path, parent, top, stat, isDir: stat.isDirectory(), ino, dirs: stat.isDirectory() ? dirs : [top], stale: false }
+    if (names !== undefined) {
+      if (isMetacopy(stat, names)) return { ...node, data: await this.lowerData(parent, name, path) }
+    } else if (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n) {
+      const indexGen = this.hardlinks.generation
+      return { ...node, indexGen, index: await this.hardlinks.find(ino) }
+    }
+    return node
+  }
+
+  /**
+   * The lower file holding a metadata-only copy's data: the same name looked
+   * up in the layers below the upper one (ovlfs does not rename such copies,
+   * so no redirect is involved). EIO when there is none, as in the kernel.
+   */
+  private async lowerData (parent: Node, name: string, path: string): Promise<Hit> {
+    const st: LookupState = { name, isDir: false, stop: false }
+    for (const pd of parent.dirs) {
+      if (pd.layer.isUpper) continue
+      const hit = await lookupInLayer(this.layerProbe, pd, st)
+      if (hit !== undefined) {
+        if ((await fsp.lstat(hitPath(hit))).isFile()) return hit
+        break
+      }
+      if (st.stop) break
+    }
+    throw new OvlError('EIO', `the data of the metadata-only copy ${path} is in no lower layer`)
   }
 
   private readonly layerProbe: LayerProbe = {
@@ -178,9 +226,10 @@ export class Lookup {
    * copied up; for a merged directory whose upper part has no origin record,
    * its top-most lower directory's (as the kernel reports).
    */
-  async inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[]): Promise<number> {
+  async inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[], names?: readonly string[]): Promise<number> {
     if (top.layer.isUpper) {
-      const origin = decodeOrigin(await lgetxattr(hitPath(top), this.originXattr).catch(() => null))
+      const listed = names ?? await xattrNames(hitPath(top))
+      const origin = listed.includes(this.originXattr) ? decodeOrigin(await lgetxattr(hitPath(top), this.originXattr).catch(() => null)) : undefined
       if (origin !== undefined) return origin
       const lower = stat.isDirectory() ? dirs[1] : undefined
       if (lower !== undefined) {
@@ -247,6 +296,17 @@ export class Lookup {
 
   get cachedNodes (): number {
     return this.cache.size
+  }
+}
+
+/** The xattr names of a real object; none where the filesystem has no xattrs. */
+async function xattrNames (real: string): Promise<string[]> {
+  try {
+    return await llistxattr(real)
+  } catch (err) {
+    const c = codeOf(err)
+    if (c === 'EOPNOTSUPP' || c === 'ENOTSUP' || c === 'EPERM' || c === 'EACCES') return []
+    throw err
   }
 }
 

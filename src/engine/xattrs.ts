@@ -13,11 +13,17 @@ export interface OverlayXattrs {
   readonly origin: string
   /** Where a renamed directory's lower layers are (kernel name, see redirect.ts). */
   readonly redirect: string
+  /** Marks an upper file that holds metadata only; its data is still in the lower file (kernel name, metacopy.ts). */
+  readonly metacopy: string
+  /** The overlay link count of a hard-linked file kept through copy-up, relative to the real one (kernel name and format, hardlinks.ts). */
+  readonly nlink: string
 }
 
 export function overlayXattrs (namespace: XattrNamespace): OverlayXattrs {
   const prefix = `${namespace}.overlay.`
-  return { namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin`, redirect: `${prefix}redirect` }
+  return {
+    namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin`, redirect: `${prefix}redirect`, metacopy: `${prefix}metacopy`, nlink: `${prefix}nlink`,
+  }
 }
 
 /** Opaque markers honoured when reading any layer, whoever wrote them. */
@@ -25,6 +31,9 @@ export const OPAQUE_NAMES: readonly string[] = ['trusted.overlay.opaque', 'user.
 
 /** Redirect markers honoured when reading any layer, whoever wrote them. */
 export const REDIRECT_NAMES: readonly string[] = ['trusted.overlay.redirect', 'user.overlay.redirect']
+
+/** Metacopy markers honoured when reading the upper layer, whoever wrote them. */
+export const METACOPY_NAMES: readonly string[] = ['trusted.overlay.metacopy', 'user.overlay.metacopy']
 
 /**
  * Whether the merged view hides this name, as the kernel hides its private

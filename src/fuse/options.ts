@@ -16,6 +16,10 @@ export interface MountOptions {
   volatile: boolean
   /** `redirect_dir=on` (the default) renames directories that have lower layers; `off`/`follow` answer EXDEV, as the kernel. */
   redirectDir: boolean
+  /** `index=on` (the default) keeps lower hard links through copy-up; `off` breaks them, as the kernel's default. */
+  index: boolean
+  /** `metacopy=on` (the default) copies up metadata only for chmod, chown, utimens, xattrs; `off` copies the data too. */
+  metacopy: boolean
   /** Seconds the kernel may cache entries and attributes (fuse-overlayfs `timeout=`). */
   timeout: number
   /** Options handed to FUSE's mount as they are (generic mount flags, allow_other, …). */
@@ -59,7 +63,7 @@ const FUSE_VALUE_SYNTAX: Record<string, { re: RegExp, what: string }> = {
 /** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
 const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
   'context', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
-  'index', 'metacopy', 'xino', 'userxattr', 'debug',
+  'xino', 'userxattr', 'debug',
 ])
 
 /** Split on an unescaped separator; `\x` stands for x. */
@@ -107,7 +111,7 @@ export function escapePath (p: string): string {
 }
 
 export function parseMountOptions (lists: readonly string[]): MountOptions {
-  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, redirectDir: true, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, redirectDir: true, index: true, metacopy: true, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
   for (const list of lists) {
     for (const opt of splitOptionList(list)) {
       const eq = opt.indexOf('=')
@@ -133,6 +137,13 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
           const v = requireValue(key, value)
           if (v !== 'on' && v !== 'off' && v !== 'follow') throw new CliError(`redirect_dir= must be on, off or follow (ovlfs always follows redirects), not ${v}`)
           o.redirectDir = v === 'on'
+          break
+        }
+        case 'index':
+        case 'metacopy': {
+          const v = requireValue(key, value)
+          if (v !== 'on' && v !== 'off') throw new CliError(`${key}= must be on or off, not ${v}`)
+          o[key] = v === 'on'
           break
         }
         case 'timeout': {

@@ -1,0 +1,147 @@
+import { promises as fsp, type BigIntStats } from 'node:fs'
+import * as path from 'node:path'
+import { RENAME_NOREPLACE, lgetxattr, lsetxattr, renameat2 } from '../native/sys'
+import { codeOf } from './errors'
+
+/**
+ * Hard links kept through copy-up: the kernel's `index=on`, in ovlfs's own
+ * layout.
+ *
+ * The first copy-up of a lower file with more than one name puts the copy in
+ * `<workdir>/ovlfs-index/<st_ino>` (st_ino as the merge reports it, which is
+ * the lower file's, so every name of it finds the same entry) and hard-links
+ * it to the name being changed ("link-up"). Any other name of the same lower
+ * file that is still only in the lower layer is served from the index entry
+ * from then on: it reads and stats the copied-up file, and changing it links
+ * it up first, without copying again. So all names share one inode, one
+ * st_ino and the new data, also after a remount.
+ *
+ * The link count the merge reports is kept as the kernel keeps it, in the
+ * entry's `overlay.nlink` xattr ("U" and a signed offset from the real link
+ * count of the index inode; the kernel's format): the entry itself and names
+ * not yet linked up are accounted for there. A lower name is linked up before
+ * it is whited out or renamed, as the kernel does, so the count stays right.
+ * When the last name goes, the entry goes too.
+ *
+ * Not the kernel's layout (it names entries by the lower file's file handle,
+ * which Node cannot produce): the kernel mounted over ovlfs's upper layer sees
+ * the names that were linked up (sharing the new data) and, for names not yet
+ * linked up, the lower file, as with its default `index=off`. The directory
+ * is not the kernel's `index`, so a kernel mount with `index=on` over the
+ * same workdir does not trip over it.
+ */
+export const INDEX_DIR = 'ovlfs-index'
+
+export class HardLinkIndex {
+  readonly dir: string
+  /**
+   * Bumped whenever an entry appears or goes: lookups of lower files with
+   * several names resolved before are then stale (lookup.ts).
+   */
+  generation = 0
+  private readonly queues = new Map<string, Promise<unknown>>()
+
+  constructor (workdir: string, private readonly nlinkXattr: string) {
+    this.dir = path.join(workdir, INDEX_DIR)
+  }
+
+  /** Create the index directory if missing; anything else at its name (a symlink) is replaced, never followed. */
+  async prepare (): Promise<void> {
+    const st = await fsp.lstat(this.dir).catch((err: unknown) => {
+      if (codeOf(err) === 'ENOENT') return null
+      throw err
+    })
+    if (st !== null && st.isDirectory()) return
+    if (st !== null) await fsp.unlink(this.dir)
+    await fsp.mkdir(this.dir, { mode: 0o700 })
+  }
+
+  /** The entry's path for a merged st_ino. */
+  entry (ino: number): string {
+    return `${this.dir}/${ino}`
+  }
+
+  /** The entry of `ino` if there is one (a regular file). */
+  async find (ino: number): Promise<string | undefined> {
+    const p = this.entry(ino)
+    try {
+      return (await fsp.lstat(p)).isFile() ? p : undefined
+    } catch (err) {
+      if (codeOf(err) === 'ENOENT') return undefined
+      throw err
+    }
+  }
+
+  /**
+   * Put a finished copy `tmp` of a lower file with `lowerNlink` names in
+   * place as the entry of `ino` (atomically; when another copy-up got there
+   * first, its entry is used and `tmp` removed). Returns the entry's path.
+   */
+  async publish (tmp: string, ino: number, lowerNlink: number): Promise<string> {
+    const p = this.entry(ino)
+    await setNlink(tmp, this.nlinkXattr, lowerNlink - 1)
+    try {
+      await renameat2(tmp, p, RENAME_NOREPLACE)
+    } catch (err) {
+      if (codeOf(err) !== 'EEXIST') throw err
+      await fsp.rm(tmp, { force: true })
+    }
+    this.generation++
+    return p
+  }
+
+  /** Link the entry to `target` (a name of the file not yet in the upper layer); the merged link count stays. */
+  async linkUp (entry: string, target: string): Promise<void> {
+    await this.serial(entry, async () => {
+      await fsp.link(entry, target)
+      const st = await fsp.lstat(entry, { bigint: true })
+      const merged = await mergedNlink(entry, st, this.nlinkXattr)
+      await setNlink(entry, this.nlinkXattr, merged - 1 - Number(st.nlink))
+    })
+  }
+
+  /** After a name of an indexed file was removed: drop the entry once no name is left. */
+  async release (ino: number): Promise<void> {
+    const p = this.entry(ino)
+    await this.serial(p, async () => {
+      const st = await fsp.lstat(p, { bigint: true }).catch(() => null)
+      if (st === null || !st.isFile()) return
+      if (await mergedNlink(p, st, this.nlinkXattr) > 0) return
+      await fsp.unlink(p)
+      this.generation++
+    })
+  }
+
+  private async serial<T> (key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.queues.get(key) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.queues.set(key, tail)
+    void tail.then(() => { if (this.queues.get(key) === tail) this.queues.delete(key) })
+    return await run
+  }
+}
+
+/**
+ * The link count the merge reports for a real file in the upper layer or
+ * the index: its own, corrected by the `overlay.nlink` offset when it is a
+ * kept hard link ("U+n"/"U-n"; "L…", relative to the lower file, is not
+ * written by ovlfs and read as absent). Never below 0.
+ */
+export async function mergedNlink (real: string, st: BigIntStats, nlinkXattr: string): Promise<number> {
+  const own = Number(st.nlink)
+  let v: Buffer | null
+  try {
+    v = await lgetxattr(real, nlinkXattr)
+  } catch {
+    return own
+  }
+  if (v === null) return own
+  const m = /^U([+-][0-9]{1,9})$/.exec(v.toString())
+  if (m === null) return own
+  return Math.max(0, own + Number(m[1]))
+}
+
+async function setNlink (real: string, nlinkXattr: string, offset: number): Promise<void> {
+  await lsetxattr(real, nlinkXattr, Buffer.from(`U${offset < 0 ? '-' : '+'}${Math.abs(offset)}`))
+}
