@@ -62,7 +62,7 @@ function cleanEnv (extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k))), ...extra }
 }
 
-/** Run a command asynchronously (a FUSE daemon of ours may need the event loop's neighbours alive). */
+/** Run a command asynchronously: a synchronous wait of many seconds would starve vitest's worker RPC. */
 async function runTool (argv: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Ran> {
   return await new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
