@@ -54,9 +54,11 @@ NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
 # procps, psmisc: process and mount handling in tests; g++/make/python3: node-gyp
 # builds the native addon at `npm ci`; perl-base: the tests' process reaper; docker.io
 # (with containerd, runc): native-tests/docker-real.test.ts runs a private dockerd of its own;
-# stress-ng: filesystem stressors run by scripts/stress.js (native-tests/stress.test.ts).
+# stress-ng: filesystem stressors run by scripts/stress.js (native-tests/stress.test.ts);
+# dpkg (dpkg, dpkg-deb; essential on Debian, listed so its absence is noticed), strace and
+# npm (checked above): real tools run inside mounts by native-tests/tools-scenario.test.ts.
 PACKAGES=(libfuse2 fuse3 attr acl fuse-overlayfs busybox-static util-linux procps psmisc
-  g++ make python3 perl-base ca-certificates docker.io strace stress-ng)
+  g++ make python3 perl-base ca-certificates docker.io strace stress-ng dpkg)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -54,9 +54,12 @@ export function mountKernel (o: Overlay, kernelOpts = KERNEL_OPTS): void {
   remember(o.mnt, 'kernel')
 }
 
-/** Run the FUSE command; it returns once the mount is live, which /proc/self/mountinfo must confirm. */
-export async function mountFuse (o: Overlay, extraOpts = ''): Promise<void> {
-  const [cmd, ...args] = fuseCommand()
+/**
+ * Run the FUSE command; it returns once the mount is live, which /proc/self/mountinfo must confirm.
+ * `command`: another FUSE overlay with the same command line (e.g. ['fuse-overlayfs'], the peer).
+ */
+export async function mountFuse (o: Overlay, extraOpts = '', command: string[] = fuseCommand()): Promise<void> {
+  const [cmd, ...args] = command
   const log = path.join(path.dirname(o.mnt), `fuse-${path.basename(o.mnt)}.log`)
   const fd = fs.openSync(log, 'w') // a file, not a pipe: the daemon may keep it open
   const opts = overlayOpts(o) + (extraOpts ? ',' + extraOpts : '')
