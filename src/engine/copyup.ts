@@ -83,10 +83,11 @@ export class CopyUp {
     const parentReal = realPath(this.upper, parentPath)
     const pst = await fsp.lstat(parentReal, { bigint: true })
     const hardlinks = this.features.hardlinks
-    if (hardlinks !== undefined && st.isFile() && st.nlink > 1n) {
+    if (hardlinks !== undefined && current.fh !== undefined) {
       // A name of a lower file with several names: copied once into the index, then linked (hardlinks.ts).
-      const entry = current.index ?? await hardlinks.find(current.ino) ??
-        await hardlinks.publish(await this.build(src, st, current.ino, { data: true }, true), current.ino, Number(st.nlink))
+      const fh = current.fh
+      const entry = current.index ?? await hardlinks.find(fh) ??
+        await hardlinks.publish(await this.build(src, st, current.ino, { data: true }, true), fh, Number(st.nlink))
       await hardlinks.linkUp(entry, target)
     } else {
       const tmp = await this.build(src, st, current.ino, opts, st.isDirectory() || st.nlink === 1n)

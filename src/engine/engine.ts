@@ -153,7 +153,8 @@ export class Engine {
     const probe = await work.probe()
     let hardlinks: HardLinkIndex | undefined
     if (options.index !== false) {
-      hardlinks = new HardLinkIndex(options.workdir, overlayXattrs(probe.xattrNamespace).nlink)
+      const x = overlayXattrs(probe.xattrNamespace)
+      hardlinks = new HardLinkIndex(options.workdir, x.nlink, x.kernelOrigin)
       await hardlinks.prepare()
     }
     return new Engine(options, { work, hardlinks, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace })
@@ -490,8 +491,9 @@ export class Engine {
   /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
   private async remove (found: Node): Promise<void> {
     // A lower name of a file with several names is linked up first, so the other names' link count drops (hardlinks.ts).
-    const indexed = this.hardlinks !== undefined && !found.isDir && found.stat.isFile() && found.stat.nlink > 1n
-    const node = indexed && !found.top.layer.isUpper ? await this.writable(found) : found
+    const hardlinks = found.stat.isFile() && found.stat.nlink > 1n ? this.hardlinks : undefined
+    const node = hardlinks !== undefined && found.fh !== undefined ? await this.writable(found) : found
+    const fh = hardlinks !== undefined && node.top.layer.isUpper ? await hardlinks.originOf(hitPath(node.top)) : undefined
     const [parentPath, name] = splitPath(node.path)
     const lowerPositive = await this.lookup.lowerPositive(node.path)
     const parent = await this.ensureDir(parentPath)
@@ -508,7 +510,7 @@ export class Engine {
       await fsp.unlink(target)
     }
     this.lookup.invalidate(node.path)
-    if (indexed) await this.hardlinks?.release(node.ino)
+    if (fh !== undefined) await hardlinks?.release(fh)
   }
 
   /**

@@ -31,9 +31,13 @@ describe('hard links kept through copy-up', () => {
       ['/a', ino, 3, 'SHared'], ['/d/b', ino, 3, 'SHared'], ['/d/c', ino, 3, 'SHared'],
     ])
     // One copy in the index, linked to the name written; the other names are still lower names.
-    const entries = fs.readdirSync(`${s.work}/${INDEX_DIR}`)
-    expect(entries).toEqual([String(ino)])
-    expect(lst(s.up('/d/b')).ino).toBe(lst(`${s.work}/${INDEX_DIR}/${ino}`).ino)
+    // Named as the kernel names it: the hex of the lower file's overlay file handle, also its origin xattr.
+    const fh = await sys.overlayFh(s.low(0, '/a'))
+    expect(fs.readdirSync(`${s.work}/${INDEX_DIR}`)).toEqual([fh.toString('hex')])
+    expect(lst(s.up('/d/b')).ino).toBe(lst(`${s.work}/${INDEX_DIR}/${fh.toString('hex')}`).ino)
+    expect(await sys.lgetxattr(s.up('/d/b'), 'trusted.overlay.origin')).toEqual(fh)
+    expect(fh.subarray(0, 2)).toEqual(Buffer.from([0, 0xfb]))
+    expect(fh[2]).toBe(fh.length)
     expect(fs.existsSync(s.up('/a'))).toBe(false)
     expect(fs.readFileSync(s.low(0, '/a'), 'utf8')).toBe('shared')
     // A second write through another name links it up, no second copy.

@@ -1,36 +1,33 @@
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import * as path from 'node:path'
-import { RENAME_NOREPLACE, lgetxattr, lsetxattr, renameat2 } from '../native/sys'
+import { RENAME_NOREPLACE, lgetxattr, lsetxattr, overlayFh, renameat2 } from '../native/sys'
 import { codeOf } from './errors'
 
 /**
- * Hard links kept through copy-up: the kernel's `index=on`, in ovlfs's own
- * layout.
+ * Hard links kept through copy-up: the kernel's `index=on`, in its layout.
  *
  * The first copy-up of a lower file with more than one name puts the copy in
- * `<workdir>/ovlfs-index/<st_ino>` (st_ino as the merge reports it, which is
- * the lower file's, so every name of it finds the same entry) and hard-links
- * it to the name being changed ("link-up"). Any other name of the same lower
- * file that is still only in the lower layer is served from the index entry
- * from then on: it reads and stats the copied-up file, and changing it links
- * it up first, without copying again. So all names share one inode, one
- * st_ino and the new data, also after a remount.
+ * `<workdir>/index/<hex of the lower file's overlay file handle>` (the
+ * kernel's struct ovl_fb, also written as the copy's `overlay.origin`; see
+ * overlayFh in src/native) and hard-links it to the name being changed
+ * ("link-up"). Every name of the lower file finds the same entry, so any
+ * other name still only in the lower layer is served from it from then on:
+ * it reads and stats the copied-up file, and changing it links it up first,
+ * without copying again. All names share one inode, one st_ino and the new
+ * data, also after a remount, and the kernel mounted with `index=on` over the
+ * same upper and work directories finds the same entries.
  *
  * The link count the merge reports is kept as the kernel keeps it, in the
  * entry's `overlay.nlink` xattr ("U" and a signed offset from the real link
- * count of the index inode; the kernel's format): the entry itself and names
- * not yet linked up are accounted for there. A lower name is linked up before
- * it is whited out or renamed, as the kernel does, so the count stays right.
- * When the last name goes, the entry goes too.
+ * count of the index inode): the entry itself and names not yet linked up are
+ * accounted for there. A lower name is linked up before it is whited out or
+ * renamed, as the kernel does, so the count stays right. When the last name
+ * goes, the entry goes too.
  *
- * Not the kernel's layout (it names entries by the lower file's file handle,
- * which Node cannot produce): the kernel mounted over ovlfs's upper layer sees
- * the names that were linked up (sharing the new data) and, for names not yet
- * linked up, the lower file, as with its default `index=off`. The directory
- * is not the kernel's `index`, so a kernel mount with `index=on` over the
- * same workdir does not trip over it.
+ * A lower filesystem that cannot give file handles (or its UUID) leaves that
+ * file's names to be broken by copy-up, as with `index=off`.
  */
-export const INDEX_DIR = 'ovlfs-index'
+export const INDEX_DIR = 'index'
 
 export class HardLinkIndex {
   readonly dir: string
@@ -41,7 +38,7 @@ export class HardLinkIndex {
   generation = 0
   private readonly queues = new Map<string, Promise<unknown>>()
 
-  constructor (workdir: string, private readonly nlinkXattr: string) {
+  constructor (workdir: string, private readonly nlinkXattr: string, private readonly originXattr: string) {
     this.dir = path.join(workdir, INDEX_DIR)
   }
 
@@ -56,14 +53,23 @@ export class HardLinkIndex {
     await fsp.mkdir(this.dir, { mode: 0o700 })
   }
 
-  /** The entry's path for a merged st_ino. */
-  entry (ino: number): string {
-    return `${this.dir}/${ino}`
+  /** The overlay file handle of a lower file, or undefined when its filesystem cannot give one. */
+  async handleOf (real: string): Promise<Buffer | undefined> {
+    try {
+      return await overlayFh(real)
+    } catch {
+      return undefined
+    }
   }
 
-  /** The entry of `ino` if there is one (a regular file). */
-  async find (ino: number): Promise<string | undefined> {
-    const p = this.entry(ino)
+  /** The entry's path for a lower file's handle. */
+  entry (fh: Buffer): string {
+    return `${this.dir}/${fh.toString('hex')}`
+  }
+
+  /** The entry of the lower file with handle `fh`, if there is one (a regular file). */
+  async find (fh: Buffer): Promise<string | undefined> {
+    const p = this.entry(fh)
     try {
       return (await fsp.lstat(p)).isFile() ? p : undefined
     } catch (err) {
@@ -73,12 +79,14 @@ export class HardLinkIndex {
   }
 
   /**
-   * Put a finished copy `tmp` of a lower file with `lowerNlink` names in
-   * place as the entry of `ino` (atomically; when another copy-up got there
-   * first, its entry is used and `tmp` removed). Returns the entry's path.
+   * Put a finished copy `tmp` of the lower file with handle `fh` and
+   * `lowerNlink` names in place as its entry (atomically; when another
+   * copy-up got there first, its entry is used and `tmp` removed). Returns
+   * the entry's path.
    */
-  async publish (tmp: string, ino: number, lowerNlink: number): Promise<string> {
-    const p = this.entry(ino)
+  async publish (tmp: string, fh: Buffer, lowerNlink: number): Promise<string> {
+    const p = this.entry(fh)
+    await lsetxattr(tmp, this.originXattr, fh)
     await setNlink(tmp, this.nlinkXattr, lowerNlink - 1)
     try {
       await renameat2(tmp, p, RENAME_NOREPLACE)
@@ -100,9 +108,15 @@ export class HardLinkIndex {
     })
   }
 
+  /** The handle an upper file records as its origin (kernel format), if any. */
+  async originOf (real: string): Promise<Buffer | undefined> {
+    const v = await lgetxattr(real, this.originXattr).catch(() => null)
+    return v !== null && v.length > 21 && v[1] === 0xfb ? v : undefined
+  }
+
   /** After a name of an indexed file was removed: drop the entry once no name is left. */
-  async release (ino: number): Promise<void> {
-    const p = this.entry(ino)
+  async release (fh: Buffer): Promise<void> {
+    const p = this.entry(fh)
     await this.serial(p, async () => {
       const st = await fsp.lstat(p, { bigint: true }).catch(() => null)
       if (st === null || !st.isFile()) return

@@ -41,6 +41,8 @@ export interface Node {
   readonly index?: string
   /** For lower files with several names: the index generation they were resolved at. */
   readonly indexGen?: number
+  /** For lower files with several names: their overlay file handle, which names their index entry. */
+  readonly fh?: Buffer
   stale: boolean
 }
 
@@ -179,7 +181,8 @@ export class Lookup {
       if (isMetacopy(stat, names)) return { ...node, data: await this.lowerData(parent, name, path) }
     } else if (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n) {
       const indexGen = this.hardlinks.generation
-      return { ...node, indexGen, index: await this.hardlinks.find(ino) }
+      const fh = await this.hardlinks.handleOf(hitPath(top))
+      if (fh !== undefined) return { ...node, indexGen, fh, index: await this.hardlinks.find(fh) }
     }
     return node
   }

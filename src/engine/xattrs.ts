@@ -11,6 +11,8 @@ export interface OverlayXattrs {
   readonly opaque: string
   /** ovlfs's own record of the st_ino an object had before its copy-up. */
   readonly origin: string
+  /** The kernel's origin record: the lower object's file handle (hardlinks.ts writes it on index entries). */
+  readonly kernelOrigin: string
   /** Where a renamed directory's lower layers are (kernel name, see redirect.ts). */
   readonly redirect: string
   /** Marks an upper file that holds metadata only; its data is still in the lower file (kernel name, metacopy.ts). */
@@ -22,7 +24,7 @@ export interface OverlayXattrs {
 export function overlayXattrs (namespace: XattrNamespace): OverlayXattrs {
   const prefix = `${namespace}.overlay.`
   return {
-    namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin`, redirect: `${prefix}redirect`, metacopy: `${prefix}metacopy`, nlink: `${prefix}nlink`,
+    namespace, opaque: `${prefix}opaque`, origin: `${prefix}ovlfs.origin`, kernelOrigin: `${prefix}origin`, redirect: `${prefix}redirect`, metacopy: `${prefix}metacopy`, nlink: `${prefix}nlink`,
   }
 }
 

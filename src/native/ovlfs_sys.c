@@ -42,13 +42,13 @@
 enum op {
   OP_LGETXATTR, OP_LSETXATTR, OP_LLISTXATTR, OP_LREMOVEXATTR, OP_MKNOD,
   OP_RENAMEAT2, OP_UTIMENSAT, OP_FUTIMENS, OP_COPYDATA, OP_FSYNCPATH,
-  OP_STATFS, OP_READDIR, OP_COUNT
+  OP_STATFS, OP_READDIR, OP_OVLFH, OP_COUNT
 };
 
 static const char *const op_names[OP_COUNT] = {
   "lgetxattr", "lsetxattr", "llistxattr", "lremovexattr", "mknod",
   "renameat2", "utimensat", "futimens", "copyData", "fsyncPath", "statfs",
-  "readdirIno"
+  "readdirIno", "overlayFh"
 };
 
 /* One in-flight request. Everything the worker thread touches is owned here. */
@@ -231,6 +231,8 @@ static void read_dir(req_t *r) {
   r->buflen = len;
 }
 
+static void overlay_fh(req_t *r);
+
 static void execute(napi_env env, void *data) {
   (void)env;
   req_t *r = data;
@@ -270,8 +272,57 @@ static void execute(napi_env env, void *data) {
   case OP_STATFS:
     if (statvfs(r->path1, &r->sv) < 0) seterr(r, "statvfs");
     break;
+  case OP_OVLFH: overlay_fh(r); break;
   default: errno = ENOSYS; seterr(r, "dispatch"); break;
   }
+}
+
+/* The kernel overlayfs's file handle of a real object (struct ovl_fb in
+ * fs/overlayfs/overlayfs.h): version 0, magic 0xfb, total length, flags (0:
+ * little-endian, a lower object), the exportfs fid type, the filesystem's
+ * UUID (FS_IOC_GETFSUUID, as sb->s_uuid), then the fid as name_to_handle_at
+ * gives it (the same exportfs_encode_fh). Used as the origin xattr value and,
+ * in hex, as the index entry's name. The final symlink is not followed. */
+#ifndef FS_IOC_GETFSUUID
+struct ovlfs_fsuuid2 { uint8_t len; uint8_t uuid[16]; };
+#define FS_IOC_GETFSUUID _IOR(0x15, 0, struct ovlfs_fsuuid2)
+#define OVLFS_FSUUID struct ovlfs_fsuuid2
+#else
+#define OVLFS_FSUUID struct fsuuid2
+#endif
+static void overlay_fh(req_t *r) {
+  enum { MAX_FID = 128, HDR = 21 };
+  struct { struct file_handle fh; unsigned char f[MAX_FID]; } h;
+  int mount_id, fd;
+  OVLFS_FSUUID u;
+  h.fh.handle_bytes = MAX_FID;
+  if (name_to_handle_at(AT_FDCWD, r->path1, &h.fh, &mount_id, 0) < 0) { seterr(r, "name_to_handle_at"); return; }
+  /* ioctl needs a real descriptor; the directory holding the object is on the same filesystem. */
+  char *dir = strdup(r->path1);
+  if (dir == NULL) { errno = ENOMEM; seterr(r, "strdup"); return; }
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL) strcpy(dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (fd < 0) { seterr(r, "open"); return; }
+  memset(&u, 0, sizeof u);
+  if (ioctl(fd, FS_IOC_GETFSUUID, &u) < 0) { seterr(r, "ioctl(FS_IOC_GETFSUUID)"); close(fd); return; }
+  close(fd);
+  if (h.fh.handle_bytes > MAX_FID || HDR + h.fh.handle_bytes > 255 || u.len > 16) { errno = EOVERFLOW; seterr(r, "overlayFh"); return; }
+  r->buflen = HDR + h.fh.handle_bytes;
+  if ((r->buf = calloc(1, r->buflen)) == NULL) { errno = ENOMEM; seterr(r, "malloc"); return; }
+  unsigned char *b = (unsigned char *)r->buf;
+  b[0] = 0; b[1] = 0xfb; b[2] = (unsigned char)r->buflen;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  b[3] = 1;
+#else
+  b[3] = 0;
+#endif
+  b[4] = (unsigned char)h.fh.handle_type;
+  memcpy(b + 5, u.uuid, u.len);
+  memcpy(b + HDR, h.fh.f_handle, h.fh.handle_bytes);
 }
 
 /* ---------- JS-thread side ---------- */
@@ -296,6 +347,7 @@ static napi_status make_result(napi_env env, req_t *r, napi_value *out) {
   case OP_LGETXATTR:
   case OP_LLISTXATTR:
   case OP_READDIR:
+  case OP_OVLFH:
     return napi_create_buffer_copy(env, r->buflen, r->buf ? r->buf : "", NULL, out);
   case OP_COPYDATA: return napi_create_double(env, (double)r->result, out);
   case OP_STATFS:
@@ -406,7 +458,7 @@ static const int op_argc[OP_COUNT] = {
   [OP_LGETXATTR] = 2, [OP_LSETXATTR] = 4, [OP_LLISTXATTR] = 1,
   [OP_LREMOVEXATTR] = 2, [OP_MKNOD] = 3, [OP_RENAMEAT2] = 3,
   [OP_UTIMENSAT] = 6, [OP_FUTIMENS] = 5, [OP_COPYDATA] = 3,
-  [OP_FSYNCPATH] = 1, [OP_STATFS] = 1, [OP_READDIR] = 1,
+  [OP_FSYNCPATH] = 1, [OP_STATFS] = 1, [OP_READDIR] = 1, [OP_OVLFH] = 1,
 };
 
 /* The single JS entry point; the op code is the function's data pointer.

@@ -35,6 +35,7 @@ interface Addon {
   fsyncPath(p: PathLike): Promise<void>
   statfs(p: PathLike): Promise<StatFs>
   readdirIno(p: PathLike): Promise<Buffer>
+  overlayFh(p: PathLike): Promise<Buffer>
 }
 
 export const XATTR_CREATE = 1
@@ -205,6 +206,16 @@ export function copyData(src: PathLike, dst: PathLike, mode: number): Promise<nu
 /** open(O_RDONLY) + fsync + close; works on directories. */
 export function fsyncPath(p: PathLike): Promise<void> {
   return run(p, undefined, (a) => a.fsyncPath(p))
+}
+
+/**
+ * The kernel overlayfs's file handle of a real object (struct ovl_fb: version,
+ * magic 0xfb, length, flags, fid type, filesystem UUID, fid from
+ * name_to_handle_at), as it stores it in `overlay.origin` and names index
+ * entries by (hex). The final symlink is not followed.
+ */
+export function overlayFh(p: PathLike): Promise<Buffer> {
+  return run(p, undefined, (a) => a.overlayFh(p))
 }
 
 /** statvfs(3). */
