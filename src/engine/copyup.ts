@@ -4,6 +4,7 @@ import { OvlError, codeOf } from './errors'
 import { encodeOrigin } from './inode'
 import { type Layer, realPath, splitPath } from './layers'
 import { type Lookup, type Node, hitPath } from './lookup'
+import type { OverrideStat } from './override-stat'
 import type { WorkDir } from './workdir'
 import { OPAQUE_NAMES, REDIRECT_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
 
@@ -28,6 +29,8 @@ export class CopyUp {
     private readonly work: WorkDir,
     private readonly xattrs: OverlayXattrs,
     private readonly sync: boolean,
+    /** xattr_permissions: the copy records the owner and mode shown before in the override xattr instead of a real chown. */
+    private readonly override: OverrideStat | undefined,
     private readonly onCopiedUp: (path: string, upperReal: string, before: Node) => Promise<void>,
   ) {}
 
@@ -63,10 +66,16 @@ export class CopyUp {
     const target = realPath(this.upper, node.path)
     try {
       await this.createCopy(src, tmp, st, opts)
-      // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
-      await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
-      if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-      await copyXattrs(src, tmp, this.xattrs)
+      if (this.override !== undefined) {
+        const shown = await this.override.effective(src, current.top.layer, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) })
+        await copyXattrs(src, tmp, this.xattrs)
+        await this.override.stamp(tmp, shown, fsp.chmod)
+      } else {
+        // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
+        await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+        if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+        await copyXattrs(src, tmp, this.xattrs)
+      }
       if (st.isDirectory() || st.nlink === 1n) await this.setOrigin(tmp, current.ino, st)
       await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
       if (this.sync && st.isFile()) await fsyncPath(tmp)
