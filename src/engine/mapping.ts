@@ -122,13 +122,13 @@ function overlaps (a: number, alen: number, b: number, blen: number): boolean {
  * - 2: the same with `user.fuseoverlayfs.override_stat`; EPERM writing it is
  *   ignored.
  * At mount the upper root gets the xattr if it lacks it (copied from a lower
- * root's, else "0:0:555"). Any other value is fatal.
- * fuse-overlayfs 1.10 reads only the upper layer's xattr, rewrites the owner
- * from the real st_uid/st_gid on chmod and stores -1 for the id a chown
- * leaves unchanged; 1.14 fixed both and also reads a lower layer's objects'
- * xattr when that layer's root has one. ovlfs does what 1.14 does; the
- * details, and where ovlfs differs, are in override-stat.ts, which
- * implements it.
+ * root's, else owner 0:0 with the upper root's mode). Any other value is fatal.
+ * Both 1.10 and 1.14 also read a lower layer's objects' xattr when that
+ * layer's root has one. fuse-overlayfs 1.10 rewrites the owner from the real
+ * st_uid/st_gid on chmod, stores -1 for the id a chown leaves unchanged and
+ * records the backing mode (mode|0755) at copy-up; 1.14 fixed the first two.
+ * ovlfs does what 1.14 does; the details, and where ovlfs differs, are in
+ * override-stat.ts, which implements it.
  */
 export type XattrPermissions = 0 | 1 | 2
 

@@ -1,3 +1,4 @@
+import { promises as fsp } from 'node:fs'
 import { lgetxattr, lsetxattr } from '../native/sys'
 import { OvlError, codeOf } from './errors'
 import type { Layer } from './layers'
@@ -15,9 +16,9 @@ import { decodeOverrideStat, encodeOverrideStat, overrideStatXattr, type XattrPe
  *   2 `user.fuseoverlayfs.override_stat`.
  * - A lower layer is honoured when its root carries one of the override
  *   xattrs (the first of security.fuseoverlayfs., user.containers.,
- *   user.fuseoverlayfs.override_stat, as fuse-overlayfs probes them); that
- *   name is then read on its objects. fuse-overlayfs 1.10 ignores lower
- *   layers' xattrs; 1.14 reads them this way; ovlfs follows 1.14.
+ *   user.fuseoverlayfs.override_stat, as fuse-overlayfs 1.14 probes them);
+ *   that name is then read on its objects. fuse-overlayfs 1.10 honours a
+ *   lower layer so marked too (seen in native-tests/rootless.test.ts).
  * - stat: uid, gid and permission bits come from the xattr when the object
  *   has it (the type from the real object); ids are host ids, mapped to the
  *   merged view like any owner. An object without it (or a malformed value)
@@ -30,12 +31,15 @@ import { decodeOverrideStat, encodeOverrideStat, overrideStatXattr, type XattrPe
  *   real object gets mode|0755 (never chowned), so the daemon can use it.
  * - copy-up writes it with the owner and mode the object showed before
  *   (the lower's override where honoured, else its real ones); the copy is
- *   not chowned for real. Other xattrs are copied as usual.
+ *   not chowned for real. Other xattrs are copied as usual. (1.10 records
+ *   the copy's real mode, i.e. mode|0755, instead of the mode shown.)
  * - level 2 ignores EPERM writing it (user.* xattrs cannot go on symlinks
  *   and device nodes): those keep their real owner and mode.
  * - at mount, an upper root without the xattr gets a lower root's value
  *   (the level's name, or user.containers.override_stat at level 2), else
- *   "0:0:555", as fuse-overlayfs writes.
+ *   owner 0:0 with the upper root's real mode, as fuse-overlayfs 1.10 writes
+ *   (e.g. "0:0:40755"; 1.14 writes "0:0:555"), so that the root keeps the
+ *   mode it had.
  * - through the mount the three names are hidden: getxattr answers ENODATA,
  *   listxattr leaves them out, setxattr and removexattr answer EPERM
  *   (fuse-overlayfs: ENODATA and EPERM for user.fuseoverlayfs.* and
@@ -64,7 +68,6 @@ export interface OwnerMode {
 
 const S_IFMT = 0o170000
 const S_IFLNK = 0o120000
-const ROOT_DEFAULT: OwnerMode = { uid: 0, gid: 0, mode: 0o555 }
 
 export class OverrideStat {
   private constructor (
@@ -180,7 +183,7 @@ async function initUpperRoot (root: string, name: string, level: 1 | 2, lowers: 
     if (value !== null) break
   }
   try {
-    await lsetxattr(root, name, value ?? encodeOverrideStat(ROOT_DEFAULT))
+    await lsetxattr(root, name, value ?? encodeOverrideStat({ uid: 0, gid: 0, mode: (await fsp.lstat(root)).mode }))
   } catch (err) {
     throw new OvlError('EPERM', `xattr_permissions=${level}: cannot write ${name} on the upper root (${codeOf(err) ?? String(err)})`)
   }
