@@ -69,7 +69,7 @@ export class CopyUp {
       if (this.override !== undefined) {
         const shown = await this.override.effective(src, current.top.layer, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) })
         await copyXattrs(src, tmp, this.xattrs)
-        await this.override.stamp(tmp, shown, fsp.chmod)
+        await this.override.stamp(tmp, shown)
       } else {
         // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
         await fsp.lchown(tmp, Number(st.uid), Number(st.gid))

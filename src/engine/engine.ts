@@ -425,7 +425,7 @@ export class Engine {
       if (this.override !== undefined) {
         // The owner and mode go into the override xattr; the real object stays the daemon's.
         const type = (await fsp.lstat(real)).mode & S_IFMT
-        await this.override.stamp(real, { uid: owner.uid, gid: owner.gid, mode: type | (mode & 0o7777) | keep }, fsp.chmod)
+        await this.override.stamp(real, { uid: owner.uid, gid: owner.gid, mode: type | (mode & 0o7777) | keep })
         return
       }
       await fsp.lchown(real, owner.uid, owner.gid)

@@ -118,11 +118,17 @@ describe('xattr_permissions=2', () => {
       const st = fs.lstatSync(s.up(p))
       expect([p, st.uid, st.gid, st.mode & 0o7777]).toEqual([p, 0, 0, 0o755])
     }
-    // user.* xattrs cannot go on a fifo or a symlink: level 2 ignores the EPERM, they keep their real owner.
+    // user.* xattrs cannot go on a fifo or a symlink: level 2 ignores the EPERM and gives them
+    // owner and mode for real (the daemon is root here, so the chown works).
     await e.symlink('target', '/d/l', USER)
     expect(await xattr(s.up('/d/l'))).toBeNull()
-    expect((await e.getattr('/d/l')).uid).toBe(0)
-    expect((await e.getattr('/d/p')).uid).toBe(0)
+    expect((await e.getattr('/d/l')).uid).toBe(USER.uid)
+    expect((await e.getattr('/d/p')).uid).toBe(USER.uid)
+    expect((await e.getattr('/d/p')).mode).toBe(C.S_IFIFO | 0o640)
+    // ... and chmod and chown them for real.
+    await e.chmod('/d/p', 0o604)
+    await e.chown('/d/p', 77, 88)
+    expect(await owner(e, '/d/p')).toEqual([77, 88, (C.S_IFIFO | 0o604).toString(8)])
   })
 
   it('a setgid parent (as its override shows it) gives its gid to what is made in it', async () => {

@@ -34,7 +34,8 @@ import { decodeOverrideStat, encodeOverrideStat, overrideStatXattr, type XattrPe
  *   not chowned for real. Other xattrs are copied as usual. (1.10 records
  *   the copy's real mode, i.e. mode|0755, instead of the mode shown.)
  * - level 2 ignores EPERM writing it (user.* xattrs cannot go on symlinks
- *   and device nodes): those keep their real owner and mode.
+ *   and device nodes): those are chowned and chmodded for real instead,
+ *   a chown the daemon may not do being skipped, as fuse-overlayfs skips it.
  * - at mount, an upper root without the xattr gets a lower root's value
  *   (the level's name, or user.containers.override_stat at level 2), else
  *   owner 0:0 with the upper root's real mode, as fuse-overlayfs 1.10 writes
@@ -130,12 +131,16 @@ export class OverrideStat {
     return { ...attr, uid: o.uid, gid: o.gid, mode: (attr.mode & S_IFMT) | (o.mode & 0o7777) }
   }
 
-  /** Record owner and mode on an upper object (level 2: EPERM, as on a symlink, is ignored). */
-  async write (real: string, o: OwnerMode): Promise<void> {
+  /**
+   * Record owner and mode on an upper object. false: level 2 and the object
+   * cannot carry user.* xattrs (EPERM: a symlink, a device node).
+   */
+  async write (real: string, o: OwnerMode): Promise<boolean> {
     try {
       await lsetxattr(real, this.name, encodeOverrideStat(o))
+      return true
     } catch (err) {
-      if (this.level === 2 && codeOf(err) === 'EPERM') return
+      if (this.level === 2 && codeOf(err) === 'EPERM') return false
       throw err
     }
   }
@@ -143,23 +148,45 @@ export class OverrideStat {
   /** chown of an upper object: ids of -1 keep what it shows. */
   async chown (real: string, upper: Layer, st: { uid: number, gid: number, mode: number }, uid: number, gid: number): Promise<void> {
     const cur = await this.effective(real, upper, st)
-    await this.write(real, { uid: uid === -1 ? cur.uid : uid, gid: gid === -1 ? cur.gid : gid, mode: cur.mode })
+    if (await this.write(real, { uid: uid === -1 ? cur.uid : uid, gid: gid === -1 ? cur.gid : gid, mode: cur.mode })) return
+    await realChown(real, uid, gid)
   }
 
   /** chmod of an upper object: the owner it shows stays. */
   async chmod (real: string, upper: Layer, st: { uid: number, gid: number, mode: number }, mode: number): Promise<void> {
     const cur = await this.effective(real, upper, st)
-    await this.write(real, { uid: cur.uid, gid: cur.gid, mode: (st.mode & S_IFMT) | (mode & 0o7777) })
+    if (await this.write(real, { uid: cur.uid, gid: cur.gid, mode: (st.mode & S_IFMT) | (mode & 0o7777) })) return
+    if ((st.mode & S_IFMT) !== S_IFLNK) await fsp.chmod(real, mode & 0o7777)
   }
 
   /**
    * A new upper object (made by creation or copy-up, not yet visible): the
    * override records `o`; the real object stays the daemon's, with mode|0755
-   * so that the daemon can always use it (symlinks have no mode to change).
+   * so that the daemon can always use it. One that cannot carry the xattr
+   * gets `o` for real, as far as the daemon may (its owner may stay the daemon's).
    */
-  async stamp (real: string, o: OwnerMode, chmod: (real: string, mode: number) => Promise<void>): Promise<void> {
-    if ((o.mode & S_IFMT) !== S_IFLNK) await chmod(real, (o.mode & 0o7777) | 0o755)
-    await this.write(real, o)
+  async stamp (real: string, o: OwnerMode): Promise<void> {
+    const symlink = (o.mode & S_IFMT) === S_IFLNK
+    if (await this.write(real, o)) {
+      if (!symlink) await fsp.chmod(real, (o.mode & 0o7777) | 0o755)
+      return
+    }
+    await realChown(real, o.uid, o.gid)
+    if (!symlink) await fsp.chmod(real, o.mode & 0o7777)
+  }
+}
+
+/**
+ * The real chown of an object without the override xattr (level 2, symlinks
+ * and device nodes): what the daemon may not do is skipped, as fuse-overlayfs
+ * ignores it, so that e.g. an archive's symlinks still extract.
+ */
+async function realChown (real: string, uid: number, gid: number): Promise<void> {
+  try {
+    await fsp.lchown(real, uid, gid)
+  } catch (err) {
+    const c = codeOf(err)
+    if (c !== 'EPERM' && c !== 'EINVAL') throw err
   }
 }
 
