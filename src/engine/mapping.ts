@@ -118,7 +118,8 @@ function overlaps (a: number, alen: number, b: number, blen: number): boolean {
  *   ids, octal st_mode with the type bits, e.g. "11:12:100600") on the upper
  *   object instead; stat of an upper object takes uid, gid and permission
  *   bits from it (then maps the ids host → merged as usual). Objects are
- *   created (and copied up) with mode|0755 so the daemon can always use them.
+ *   created (and copied up) with mode|0755 so the daemon can always use them
+ *   (ovlfs: mode|0700, see override-stat.ts).
  * - 2: the same with `user.fuseoverlayfs.override_stat`; EPERM writing it is
  *   ignored.
  * At mount the upper root gets the xattr if it lacks it (copied from a lower

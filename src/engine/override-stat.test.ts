@@ -74,7 +74,7 @@ describe('xattr_permissions=2', () => {
     expect(await owner(e, '/d/f')).toEqual([55, 66, (REG | 0o600).toString(8)])
     expect(fs.readFileSync(s.up('/d/f'), 'utf8')).toBe('data')
     const st = fs.lstatSync(s.up('/d/f'))
-    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 0, 0o755])
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 0, 0o700])
     // The parent copied up on the way keeps what it showed, in its xattr.
     expect(await xattr(s.up('/d'))).toBe('1000:1000:40750')
     expect(await owner(e, '/d')).toEqual([1000, 1000, (DIR | 0o750).toString(8)])
@@ -106,7 +106,7 @@ describe('xattr_permissions=2', () => {
     expect(await owner(e, '/f')).toEqual([21, 22, (REG | 0o604).toString(8)])
   })
 
-  it('creation records the caller and the mode asked for; the real object is the daemon\'s with mode|0755', async () => {
+  it('creation records the caller and the mode asked for; the real object is the daemon\'s with mode|0700', async () => {
     const { s, e } = await withLevel(2, { lowers: [{ d: dir({}, { mode: 0o777 }) }] })
     await e.release(await e.create('/d/f', REG | 0o600, C.O_WRONLY, USER))
     await e.mkdir('/d/sub', 0o700, USER)
@@ -116,8 +116,12 @@ describe('xattr_permissions=2', () => {
     expect(await xattr(s.up('/d/f'))).toBe(`${USER.uid}:${USER.gid}:100600`)
     for (const p of ['/d/f', '/d/sub']) {
       const st = fs.lstatSync(s.up(p))
-      expect([p, st.uid, st.gid, st.mode & 0o7777]).toEqual([p, 0, 0, 0o755])
+      expect([p, st.uid, st.gid, st.mode & 0o7777]).toEqual([p, 0, 0, 0o700])
     }
+    // Group and other bits are kept as asked, never widened: only the owner's are filled in.
+    await e.release(await e.create('/d/g', REG | 0o044, C.O_WRONLY, USER))
+    expect(await owner(e, '/d/g')).toEqual([USER.uid, USER.gid, (REG | 0o044).toString(8)])
+    expect(fs.lstatSync(s.up('/d/g')).mode & 0o7777).toBe(0o744)
     // user.* xattrs cannot go on a fifo or a symlink: level 2 ignores the EPERM and gives them
     // owner and mode for real (the daemon is root here, so the chown works).
     await e.symlink('target', '/d/l', USER)

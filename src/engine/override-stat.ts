@@ -28,7 +28,9 @@ import { decodeOverrideStat, encodeOverrideStat, overrideStatXattr, type XattrPe
  *   instead of changing the real owner and mode; -1 keeps that id (as 1.14).
  *   chmod keeps the owner the xattr records (1.14; 1.10 took the real one).
  * - creation writes it with the caller's ids and the mode asked for; the
- *   real object gets mode|0755 (never chowned), so the daemon can use it.
+ *   real object gets mode|0700 (never chowned), so the daemon can always use
+ *   it (fuse-overlayfs gives it mode|0755, which would let every host user
+ *   read a private file of the upper layer; its owner is the daemon anyway).
  * - copy-up writes it with the owner and mode the object showed before
  *   (the lower's override where honoured, else its real ones); the copy is
  *   not chowned for real. Other xattrs are copied as usual. (1.10 records
@@ -161,14 +163,14 @@ export class OverrideStat {
 
   /**
    * A new upper object (made by creation or copy-up, not yet visible): the
-   * override records `o`; the real object stays the daemon's, with mode|0755
+   * override records `o`; the real object stays the daemon's, with mode|0700
    * so that the daemon can always use it. One that cannot carry the xattr
    * gets `o` for real, as far as the daemon may (its owner may stay the daemon's).
    */
   async stamp (real: string, o: OwnerMode): Promise<void> {
     const symlink = (o.mode & S_IFMT) === S_IFLNK
     if (await this.write(real, o)) {
-      if (!symlink) await fsp.chmod(real, (o.mode & 0o7777) | 0o755)
+      if (!symlink) await fsp.chmod(real, (o.mode & 0o7777) | 0o700)
       return
     }
     await realChown(real, o.uid, o.gid)
