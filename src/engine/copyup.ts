@@ -68,7 +68,9 @@ export class CopyUp {
       await this.createCopy(src, tmp, st, opts)
       if (this.override !== undefined) {
         const shown = await this.override.effective(src, current.top.layer, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) })
-        await copyXattrs(src, tmp, this.xattrs)
+        // The override names are not copied: the copy gets the upper layer's, with what the object showed.
+        const override = this.override
+        await copyXattrs(src, tmp, this.xattrs, (name) => override.hides(name))
         await this.override.stamp(tmp, shown)
       } else {
         // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
@@ -121,12 +123,12 @@ export class CopyUp {
 }
 
 /**
- * Copy every xattr but the overlay-private ones of the namespace in use, and
- * the markers ovlfs honours in either namespace (an opaque marker copied onto
+ * Copy every xattr but the overlay-private ones of the namespace in use, the
+ * markers ovlfs honours in either namespace (an opaque marker copied onto
  * the upper copy would hide the directory's own lower contents, a redirect
- * would send its lookups elsewhere).
+ * would send its lookups elsewhere), and those `skip` names.
  */
-export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): Promise<void> {
+export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, skip: (name: string) => boolean = () => false): Promise<void> {
   let names: string[]
   try {
     names = await llistxattr(src)
@@ -135,7 +137,7 @@ export async function copyXattrs (src: string, dst: string, x: OverlayXattrs): P
     throw err
   }
   for (const name of names) {
-    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name)) continue
+    if (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name) || skip(name)) continue
     const value = await lgetxattr(src, name)
     if (value === null) continue
     try {

@@ -96,6 +96,17 @@ describe('xattr_permissions=2', () => {
     expect(await owner(e, '/a')).toEqual([11, 12, (REG | 0o640).toString(8)])
   })
 
+  it('copy-up does not copy the other override names; the copy has the upper layer\'s only', async () => {
+    const { s, e } = await withLevel(2, {
+      lowers: [{ f: file('f', { mode: 0o640, xattrs: { [SECNAME]: '1:2:777', 'user.containers.override_stat': '3:4:777', 'user.keep': 'k' } }) }],
+    })
+    await e.utimens('/f', { sec: 1, nsec: 0 }, { sec: 2, nsec: 0 })
+    expect((await lgetxattr(s.up('/f'), SECNAME))).toBeNull()
+    expect((await lgetxattr(s.up('/f'), 'user.containers.override_stat'))).toBeNull()
+    expect(await xattr(s.up('/f'))).toBe('0:0:100640')
+    expect(await xattr(s.up('/f'), 'user.keep')).toBe('k')
+  })
+
   it('a lower layer whose root has no override xattr shows real owners, also after copy-up', async () => {
     const { s, e } = await withLevel(2, {
       lowers: [{ f: file('f', { mode: 0o604, uid: 21, gid: 22, xattrs: { [USERNAME]: '99:99:777' } }) }],

@@ -33,7 +33,8 @@ import { decodeOverrideStat, encodeOverrideStat, overrideStatXattr, type XattrPe
  *   read a private file of the upper layer; its owner is the daemon anyway).
  * - copy-up writes it with the owner and mode the object showed before
  *   (the lower's override where honoured, else its real ones); the copy is
- *   not chowned for real. Other xattrs are copied as usual. (1.10 records
+ *   not chowned for real. Other xattrs are copied as usual, the override
+ *   names excepted (a security.* one could not be written rootless). (1.10 records
  *   the copy's real mode, i.e. mode|0755, instead of the mode shown.)
  * - level 2 ignores EPERM writing it (user.* xattrs cannot go on symlinks
  *   and device nodes): those are chowned and chmodded for real instead,
