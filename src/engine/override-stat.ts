@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs'
+import { constants } from 'node:os'
 import { lgetxattr, lsetxattr } from '../native/sys'
 import { OvlError, codeOf } from './errors'
 import type { Layer } from './layers'
@@ -215,6 +216,8 @@ async function initUpperRoot (root: string, name: string, level: 1 | 2, lowers: 
   try {
     await lsetxattr(root, name, value ?? encodeOverrideStat({ uid: 0, gid: 0, mode: (await fsp.lstat(root)).mode }))
   } catch (err) {
-    throw new OvlError('EPERM', `xattr_permissions=${level}: cannot write ${name} on the upper root (${codeOf(err) ?? String(err)})`)
+    const code = codeOf(err)
+    const known = code !== undefined && code in constants.errno ? code as keyof typeof constants.errno : 'EIO'
+    throw new OvlError(known, `xattr_permissions=${level}: cannot write ${name} on the upper root (${code ?? String(err)})`)
   }
 }
