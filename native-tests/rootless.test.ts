@@ -17,6 +17,9 @@
 // newuidmap/newgidmap do from /etc/subuid for rootless podman.
 // The upper layers are read here, as root, on disk: which whiteout form and which opaque marker
 // ovlfs wrote, and who owns what it created.
+// For xattr_permissions the daemon runs under `setpriv --bounding-set=-chown` (it cannot chown for
+// real, as a rootless user without an id range), and Debian's fuse-overlayfs (1.10) is mounted the
+// same way, same ops, for comparison.
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
