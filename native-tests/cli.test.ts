@@ -274,7 +274,7 @@ describe('mount options', () => {
     await expectDaemonExits0(r, daemon)
   })
 
-  test.each(['squash_to_root', 'squash_to_uid=7', 'static_nlink', 'noacl', 'uidmapping=0:1000:1', 'gidmapping=0:1000:1'])(
+  test.each(['squash_to_root', 'squash_to_uid=7', 'static_nlink', 'noacl', 'uidmapping=0:1000:1', 'gidmapping=0:1000:1', 'xattr_permissions=1', 'xattr_permissions=2'])(
     'fuse-overlayfs option %s is implemented: accepted silently',
     async (opt) => {
       const { r, daemon } = await mountDaemon(['-o', `${lowerUpperWork()},${opt}`, fx.mnt])
@@ -285,7 +285,7 @@ describe('mount options', () => {
     },
   )
 
-  test.each(['fsync=0', 'threaded=1', 'plugins=x', 'xattr_permissions=1'])(
+  test.each(['fsync=0', 'threaded=1', 'plugins=x'])(
     'fuse-overlayfs option %s is warned about, not fatal',
     async (opt) => {
       const { r, daemon } = await mountDaemon(['-o', `${lowerUpperWork()},${opt}`, fx.mnt])

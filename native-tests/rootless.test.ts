@@ -17,6 +17,9 @@
 // newuidmap/newgidmap do from /etc/subuid for rootless podman.
 // The upper layers are read here, as root, on disk: which whiteout form and which opaque marker
 // ovlfs wrote, and who owns what it created.
+// For xattr_permissions the daemon runs under `setpriv --bounding-set=-chown` (it cannot chown for
+// real, as a rootless user without an id range), and Debian's fuse-overlayfs (1.10) is mounted the
+// same way, same ops, for comparison.
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -297,7 +300,139 @@ describe('rootless: ovlfs as an unprivileged user in a user namespace', () => {
   })
 })
 
-// ---------------------------------------------------------------- 4: noacl on a host mount
+// ---------------------------------------------------------------- 4: xattr_permissions
+
+/** The layers of the xattr_permissions checks: everything nobody's on the host, root's in the namespace. */
+const XPERM_LAYERS: LayerSet = { lowers: [{ lf: file('lf\n'), lg: file('lg\n'), lh: file('lh\n'), 'ld/x': file('x\n'), ld: dir() }] }
+const XPERM = 'xattr_permissions=2'
+const OVERRIDE = 'user.fuseoverlayfs.override_stat'
+/** The daemon without CAP_CHOWN: it cannot chown for real, as a rootless user without a full id range. */
+const NO_CHOWN = 'setpriv --bounding-set=-chown --'
+const XPERM_OPS: Op[] = [
+  o.chown('lf', 1000, 1000), o.chmod('lf', 0o640), // a lower file: copy-up, then chown, then chmod
+  o.chmod('lg', 0o600), o.chown('lg', 1001, 1002), // the other order
+  o.create('new', 'n\n'), o.chown('new', 1003, 1003), o.chmod('new', 0o750), // made through the mount
+  o.mkdir('nd'), o.chown('nd', 1004, 1005),
+  o.chown('ld', 1006, 1006), o.chown('ld/x', 1007, 1007), // a lower directory and a file in it
+]
+const XPERM_STAT = ['', 'lf', 'lg', 'new', 'nd', 'ld', 'ld/x']
+/** The override xattr through the mount: not the caller's to set or remove. */
+const HIDDEN_OPS: Op[] = [o.chown('lh', 1010, 1010), o.setxattr('lh', OVERRIDE, '0:0:777'), o.removexattr('lh', OVERRIDE), o.setxattr('lh', 'user.mine', 'v')]
+/** On the stacked mount: the first mount's upper is now a lower layer; a write and a chmod copy its objects up. */
+const STACKED_OPS: Op[] = [o.append('lf', 'more\n'), o.chmod('lg', 0o604), o.append('ld/x', 'y\n')]
+
+/** The on-disk override of `p`, read here as root; the error text when there is none. */
+function diskOverride (p: string): string {
+  return tryRun('getfattr', ['--absolute-names', '-h', '--only-values', '-n', OVERRIDE, p])
+}
+
+describe('rootless: xattr_permissions=2', () => {
+  it('chown/chmod through the mount succeed where the daemon cannot chown, show in stat, persist across remount and copy-up; fuse-overlayfs 1.10 in the same setup', async () => {
+    const base = newRoot()
+    const layers = path.join(base.root, 'xlayers')
+    buildLayers(layers, XPERM_LAYERS)
+    const side = (name: string): Overlay => {
+      const s = prepareSide(layers, path.join(base.ns, name), 1)
+      giveToNobody(path.join(base.ns, name))
+      return s
+    }
+    /** A new overlay whose only lower layer is `under`'s upper and lower stacked. */
+    const stacked = (name: string, under: Overlay): Overlay => {
+      const root = path.join(base.ns, name)
+      const s: Overlay = { lowers: [under.upper, ...under.lowers], upper: path.join(root, 'upper'), work: path.join(root, 'work'), mnt: path.join(root, 'mnt') }
+      for (const d of [root, s.upper, s.work, s.mnt]) { fs.mkdirSync(d); fs.chownSync(d, NOBODY, NOBODY) }
+      return s
+    }
+    const control = side('control')
+    const ovl = side('ovlfs')
+    const fo = side('fuse-overlayfs')
+    const ovlStack = stacked('ovlfs-stacked', ovl)
+    const foStack = stacked('fo-stacked', fo)
+    const scratch = path.join(base.ns, 'scratch')
+    fs.mkdirSync(scratch)
+    fs.chownSync(scratch, NOBODY, NOBODY)
+    const ovlfsCmd = `${NO_CHOWN} ${process.execPath} ${path.join(REPO, 'dist', 'cli', 'main.js')}`
+    const foCmd = `${NO_CHOWN} fuse-overlayfs`
+    const job: MappingJob = {
+      kind: 'mapping',
+      out: path.join(base.ns, 'out-xperm.json'),
+      scratch,
+      overlay: control,
+      mounts: [
+        { opts: '', cmd: ovlfsCmd, ops: [o.chown('lf', 1000, 1000), o.chmod('lg', 0o600)], stat: ['lf', 'lg'] },
+        { overlay: ovl, opts: XPERM, cmd: ovlfsCmd, ops: [...XPERM_OPS, ...HIDDEN_OPS], stat: [...XPERM_STAT, 'lh'], xattrs: ['lh', ''] },
+        { overlay: ovl, opts: XPERM, cmd: ovlfsCmd, ops: [], stat: XPERM_STAT },
+        { overlay: ovlStack, opts: XPERM, cmd: ovlfsCmd, ops: STACKED_OPS, stat: XPERM_STAT },
+        { overlay: fo, opts: XPERM, cmd: foCmd, ops: [...XPERM_OPS, ...HIDDEN_OPS], stat: [...XPERM_STAT, 'lh'], xattrs: ['lh', ''] },
+        { overlay: fo, opts: XPERM, cmd: foCmd, ops: [], stat: XPERM_STAT },
+        { overlay: foStack, opts: XPERM, cmd: foCmd, ops: STACKED_OPS, stat: XPERM_STAT },
+      ],
+    }
+    const maps = { uid: `0 ${NOBODY} 1\n1 ${HOST_BASE + 1} 65535\n`, gid: `0 ${NOBODY} 1\n1 ${HOST_BASE + 1} 65535\n` }
+    const r = await inUserns<MappingResult>(base, job, maps)
+    const [plain, first, remount, onTop, foFirst, foRemount, foOnTop] = r.mounts
+    const seen = (m: MappingResult['mounts'][number] | undefined): Record<string, string> =>
+      Object.fromEntries(XPERM_STAT.map(p => {
+        const st = m?.stats[p]
+        return [p, typeof st === 'object' ? `${st.uid}:${st.gid}:${st.mode.toString(8)}` : String(st)]
+      }))
+
+    // Without the option the daemon's chown fails (EPERM); chmod of its own copy works.
+    expect(plain?.results).toEqual(['EPERM', 'ok'])
+
+    // With it: every op succeeds and stat shows what was asked; the root shows 0:0 and the upper root's mode.
+    const want = {
+      '': '0:0:40755', lf: '1000:1000:100640', lg: '1001:1002:100600', new: '1003:1003:100750',
+      nd: '1004:1005:40755', ld: '1006:1006:40755', 'ld/x': '1007:1007:100644',
+    }
+    expect(first?.results).toEqual([...XPERM_OPS.map(() => 'ok'), 'ok', 'EPERM', 'EPERM', 'ok'])
+    expect(seen(first)).toEqual(want)
+    // The override xattr is hidden through the mount (the caller's own xattr is listed), and
+    // not the caller's to set or remove: lh keeps its chown.
+    expect(first?.xattrs.lh?.names).toBe('user.mine')
+    expect(first?.xattrs.lh?.overrideStat).toMatch(/No such attribute/)
+    expect(first?.xattrs['']?.names).toBe('')
+    expect(first?.stats.lh).toMatchObject({ uid: 1010, gid: 1010 })
+    // On disk: the objects stay the daemon's (nobody on the host); the xattr holds ids as the daemon sees them.
+    expect(fs.lstatSync(path.join(ovl.upper, 'lf')).uid).toBe(NOBODY)
+    expect(diskOverride(path.join(ovl.upper, 'lf'))).toBe('1000:1000:100640')
+    expect(diskOverride(path.join(ovl.upper, 'new'))).toBe('1003:1003:100750')
+    expect(diskOverride(ovl.upper)).toBe('0:0:40755')
+
+    // A remount shows the same.
+    expect(seen(remount)).toEqual(want)
+    // Stacked: the upper (its root carries the xattr) is now a lower layer, whose values count, and
+    // the copy-ups of lf, lg and ld/x carry them (lg with its new mode); the new upper root copies its root's.
+    expect(onTop?.results).toEqual(STACKED_OPS.map(() => 'ok'))
+    expect(seen(onTop)).toEqual({ ...want, lg: '1001:1002:100604' })
+    expect(diskOverride(path.join(ovlStack.upper, 'lf'))).toBe('1000:1000:100640')
+    expect(diskOverride(path.join(ovlStack.upper, 'ld', 'x'))).toBe('1007:1007:100644')
+    expect(diskOverride(ovlStack.upper)).toBe('0:0:40755')
+
+    // fuse-overlayfs 1.10 (Debian) in the same setup, same ops: every op succeeds, and it agrees except
+    // where 1.10 has the bugs 1.14 fixed. Its chmod rewrites the owner from the real one (0:0 here),
+    // so a chown followed by a chmod (lf, new) loses the chown; chmod then chown (lg) is kept.
+    // 1.10 hides the name as ovlfs does, but lets removexattr through, which drops lh's chown from
+    // the upper layer (stat goes on showing it from the kernel's cache: 1.10's attribute timeout is long).
+    expect(foFirst?.results).toEqual([...XPERM_OPS.map(() => 'ok'), 'ok', 'EPERM', 'ok', 'ok'])
+    expect(foFirst?.xattrs.lh?.names).toBe('user.mine')
+    expect(foFirst?.xattrs.lh?.overrideStat).toMatch(/No such attribute/)
+    expect(diskOverride(path.join(fo.upper, 'lh'))).toMatch(/No such attribute/)
+    expect(diskOverride(path.join(ovl.upper, 'lh'))).toBe('1010:1010:100644')
+    const foWant = { ...want, lf: '0:0:100640', new: '0:0:100750' }
+    expect(seen(foFirst)).toEqual(foWant)
+    expect(diskOverride(path.join(fo.upper, 'lf'))).toBe('0:0:100640')
+    expect(diskOverride(fo.upper)).toBe('0:0:40755')
+    expect(seen(foRemount)).toEqual(foWant)
+    // Stacked, 1.10 honours the lower layer's values too (new and nd, not copied up, show theirs), but
+    // its copy-up keeps the ids and records the real mode|0755 (lf, ld/x: 100755), and its chmod of lg
+    // rewrites the owner from the real one again.
+    expect(foOnTop?.results).toEqual(STACKED_OPS.map(() => 'ok'))
+    expect(seen(foOnTop)).toEqual({ ...foWant, lf: '0:0:100755', lg: '0:0:100604', 'ld/x': '1007:1007:100755' })
+  })
+})
+
+// ---------------------------------------------------------------- 5: noacl on a host mount
 
 describe('noacl (host mount, as root)', () => {
   it('POSIX ACLs pass through without noacl; with noacl getxattr/setfacl of them get EOPNOTSUPP and the layer keeps its ACL', async () => {

@@ -55,6 +55,12 @@ export interface MappingMount {
   ops: Op[]
   /** Merged paths to lstat after the ops. */
   stat: string[]
+  /** Another overlay than the job's for this mount. */
+  overlay?: Overlay
+  /** The FUSE command for this mount (OVLFS_CMD's form: words), e.g. fuse-overlayfs or ovlfs under setpriv. */
+  cmd?: string
+  /** Merged paths whose xattr names (getfattr -d -m -) and override_stat value (getfattr -n) are read after the ops. */
+  xattrs?: string[]
 }
 
 export interface MappingJob {
@@ -66,10 +72,11 @@ export interface MappingJob {
   mounts: MappingMount[]
 }
 
-export interface StatSeen { uid: number, gid: number, nlink: number }
+export interface StatSeen { uid: number, gid: number, nlink: number, mode: number }
+export interface XattrSeen { names: string, overrideStat: string }
 export interface MappingResult {
   probe: Probe
-  mounts: Array<{ results: string[], stats: Record<string, StatSeen | string> }>
+  mounts: Array<{ results: string[], stats: Record<string, StatSeen | string>, xattrs: Record<string, XattrSeen> }>
 }
 
 export type RootlessJob = OpsJob | MappingJob
@@ -127,19 +134,31 @@ async function runMapping (job: MappingJob): Promise<MappingResult> {
   const p = probe(job.scratch)
   const mounts: MappingResult['mounts'] = []
   for (const m of job.mounts) {
-    await mountFuse(job.overlay, m.opts)
+    const ov = m.overlay ?? job.overlay
+    if (m.cmd !== undefined) process.env.OVLFS_CMD = m.cmd
+    else delete process.env.OVLFS_CMD
+    await mountFuse(ov, m.opts)
     try {
-      const results = m.ops.map(op => apply(job.overlay.mnt, op))
+      const results = m.ops.map(op => apply(ov.mnt, op))
       const stats: Record<string, StatSeen | string> = {}
       for (const s of m.stat) {
         try {
-          const st = fs.lstatSync(path.join(job.overlay.mnt, s))
-          stats[s] = { uid: st.uid, gid: st.gid, nlink: st.nlink }
+          const st = fs.lstatSync(path.join(ov.mnt, s))
+          stats[s] = { uid: st.uid, gid: st.gid, nlink: st.nlink, mode: st.mode }
         } catch (e) { stats[s] = (e as { code?: string }).code ?? String(e) }
       }
-      mounts.push({ results, stats })
+      const xattrs: Record<string, XattrSeen> = {}
+      for (const x of m.xattrs ?? []) {
+        const p = path.join(ov.mnt, x)
+        const names = spawnSync('getfattr', ['--absolute-names', '-h', '-d', '-m', '-', p], { encoding: 'utf8' })
+        xattrs[x] = {
+          names: names.status === 0 ? names.stdout.split('\n').filter(l => l !== '' && !l.startsWith('#')).map(l => l.split('=')[0]).join(',') : names.stderr.trim(),
+          overrideStat: attempt('getfattr', ['--absolute-names', '-h', '-n', 'user.fuseoverlayfs.override_stat', p]),
+        }
+      }
+      mounts.push({ results, stats, xattrs })
     } finally {
-      await unmount(job.overlay.mnt)
+      await unmount(ov.mnt)
     }
   }
   return { probe: p, mounts }

@@ -62,7 +62,6 @@ async function mountMain (argv: readonly string[]): Promise<number> {
   if (!args.daemon) {
     for (const w of mapping.warnings) process.stderr.write(`ovlfs: warning: ${printable(w)}\n`)
     for (const o of mapping.ignored) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
-    if (mapping.xattrPermissions !== 0) process.stderr.write('ovlfs: warning: option xattr_permissions is not implemented yet; ignored\n')
     for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${printable(o)} is not implemented yet; ignored\n`)
     for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
   }

@@ -111,7 +111,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     const engine = await Engine.open({
       lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile, redirectDir: options.redirectDir,
       index: options.index, metacopy: options.metacopy,
-      maxNodes: MAX_NODES, maxListingEntries: MAX_LISTING_ENTRIES,
+      xattrPermissions: req.mapping.xattrPermissions, maxNodes: MAX_NODES, maxListingEntries: MAX_LISTING_ENTRIES,
     })
     log.debug({ features: engine.features }, 'engine ready')
     const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())

@@ -6,6 +6,7 @@ import { encodeOrigin } from './inode'
 import { type Layer, realPath, splitPath } from './layers'
 import { type Lookup, type Node, hitPath } from './lookup'
 import { createMetacopy, dropMetacopy } from './metacopy'
+import type { OverrideStat } from './override-stat'
 import type { WorkDir } from './workdir'
 import { METACOPY_NAMES, OPAQUE_NAMES, REDIRECT_NAMES, isPrivateXattr, type OverlayXattrs } from './xattrs'
 
@@ -38,6 +39,8 @@ export class CopyUp {
     private readonly work: WorkDir,
     private readonly xattrs: OverlayXattrs,
     private readonly sync: boolean,
+    /** xattr_permissions: the copy records the owner and mode shown before in the override xattr instead of a real chown. */
+    private readonly override: OverrideStat | undefined,
     private readonly onCopiedUp: (path: string, upperReal: string, before: Node) => Promise<void>,
     private readonly features: CopyUpFeatures = { metacopy: false },
   ) {}
@@ -87,10 +90,10 @@ export class CopyUp {
       // A name of a lower file with several names: copied once into the index, then linked (hardlinks.ts).
       const fh = current.fh
       const entry = current.index ?? await hardlinks.find(fh) ??
-        await hardlinks.publish(await this.build(src, st, current.ino, { data: true }, true), fh, Number(st.nlink))
+        await hardlinks.publish(await this.build(src, current.top.layer, st, current.ino, { data: true }, true), fh, Number(st.nlink))
       await hardlinks.linkUp(entry, target)
     } else {
-      const tmp = await this.build(src, st, current.ino, opts, st.isDirectory() || st.nlink === 1n)
+      const tmp = await this.build(src, current.top.layer, st, current.ino, opts, st.isDirectory() || st.nlink === 1n)
       try {
         await renameat2(tmp, target, RENAME_NOREPLACE)
       } catch (err) {
@@ -110,7 +113,7 @@ export class CopyUp {
    * Build the copy of `src` in the work directory (data, owner, mode, xattrs,
    * origin, times; fsync'ed unless volatile) and return its path.
    */
-  private async build (src: string, st: BigIntStats, ino: number, opts: CopyUpOptions, origin: boolean): Promise<string> {
+  private async build (src: string, layer: Layer, st: BigIntStats, ino: number, opts: CopyUpOptions, origin: boolean): Promise<string> {
     const tmp = this.work.temp()
     try {
       const meta = opts.meta === true && opts.data && this.features.metacopy && st.isFile() && st.nlink === 1n && st.size > 0n
@@ -119,10 +122,18 @@ export class CopyUp {
       } else {
         await this.createCopy(src, tmp, st, opts)
       }
-      // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
-      await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
-      if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-      await copyXattrs(src, tmp, this.xattrs)
+      if (this.override !== undefined) {
+        const shown = await this.override.effective(src, layer, { uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) })
+        // The override names are not copied: the copy gets the upper layer's, with what the object showed.
+        const override = this.override
+        await copyXattrs(src, tmp, this.xattrs, { skip: (name) => override.hides(name) })
+        await this.override.stamp(tmp, shown)
+      } else {
+        // Owner first (chown clears setuid bits and security.capability), then mode, then xattrs.
+        await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+        if (!st.isSymbolicLink()) await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+        await copyXattrs(src, tmp, this.xattrs)
+      }
       if (origin) await this.setOrigin(tmp, ino, st)
       await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
       if (this.sync && st.isFile() && !meta) await fsyncPath(tmp)
@@ -199,13 +210,14 @@ export class CopyUp {
 }
 
 /**
- * Copy every xattr but the overlay-private ones of the namespace in use, and
- * the markers ovlfs honours in either namespace (an opaque marker copied onto
+ * Copy every xattr but the overlay-private ones of the namespace in use, the
+ * markers ovlfs honours in either namespace (an opaque marker copied onto
  * the upper copy would hide the directory's own lower contents, a redirect
- * would send its lookups elsewhere). With `all` (an upper file replaced by
- * its full copy), private ones too, but never the metacopy marker.
+ * would send its lookups elsewhere), and those `skip` names. With `all` (an
+ * upper file replaced by its full copy), private ones too, but never the
+ * metacopy marker.
  */
-export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, opts: { all?: boolean } = {}): Promise<void> {
+export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, opts: { all?: boolean, skip?: (name: string) => boolean } = {}): Promise<void> {
   let names: string[]
   try {
     names = await llistxattr(src)
@@ -214,7 +226,7 @@ export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, op
     throw err
   }
   for (const name of names) {
-    if (METACOPY_NAMES.includes(name)) continue
+    if (METACOPY_NAMES.includes(name) || opts.skip?.(name) === true) continue
     if (opts.all !== true && (isPrivateXattr(name, x.namespace) || OPAQUE_NAMES.includes(name) || REDIRECT_NAMES.includes(name))) continue
     const value = await lgetxattr(src, name)
     if (value === null) continue

@@ -12,6 +12,8 @@ import { Handles, closeFd, openFd, type OpenFile } from './handles'
 import { KeyedLocks } from './locks'
 import { dropSgidOnWrite, type Writer } from './privs'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
+import type { XattrPermissions } from './mapping'
+import { OverrideStat } from './override-stat'
 import { Lookup, type Node, dataPath, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
@@ -55,6 +57,8 @@ export interface EngineOptions extends LayerStackConfig {
    * kernel's `metacopy=on`; the default): see metacopy.ts.
    */
   readonly metacopy?: boolean
+  /** fuse-overlayfs's `xattr_permissions=`: owner and mode in an xattr (override-stat.ts); 0 or absent: off. */
+  readonly xattrPermissions?: XattrPermissions
 }
 
 /** Attributes of a merged object, ready for FUSE (ns times; st_ino as the merge defines it). */
@@ -110,6 +114,8 @@ export class Engine {
   private readonly xattrs: OverlayXattrs
   private readonly sync: boolean
   private readonly hardlinks: HardLinkIndex | undefined
+  /** xattr_permissions=1|2 (override-stat.ts); undefined when off. */
+  private readonly override: OverrideStat | undefined
   /**
    * Called with the merged st_ino of an object whose attributes changed
    * maybe without the kernel seeing it (a copy-up of it or into it); the FUSE
@@ -120,8 +126,11 @@ export class Engine {
   private constructor (
     readonly options: EngineOptions,
     probed: { work?: WorkDir, hardlinks?: HardLinkIndex, whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace },
+    stack: LayerStack,
+    override: OverrideStat | undefined,
   ) {
-    this.stack = new LayerStack(options, (dir) => fs.statSync(dir).dev)
+    this.stack = stack
+    this.override = override
     this.sync = options.volatile !== true
     this.work = probed.work
     this.whiteoutStyle = probed.whiteouts
@@ -130,7 +139,7 @@ export class Engine {
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries }, this.hardlinks)
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
-      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, async (p, upperReal, before) => {
+      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, this.override, async (p, upperReal, before) => {
         // The object copied up changed (ctime; nlink of a merged directory or of the source of a link)
         // and so did the directory it was linked into (size, ctime), maybe without an operation on their names.
         this.onAttrsChanged(before.ino)
@@ -146,7 +155,9 @@ export class Engine {
    */
   static async open (given: EngineOptions): Promise<Engine> {
     const options = pinLayers(given)
-    if (options.upperdir === undefined) return new Engine(options, { whiteouts: 'chardev', xattrNamespace: 'trusted' })
+    const stack = new LayerStack(options, (dir) => fs.statSync(dir).dev)
+    const override = await OverrideStat.open(options.xattrPermissions ?? 0, stack.layers)
+    if (options.upperdir === undefined) return new Engine(options, { whiteouts: 'chardev', xattrNamespace: 'trusted' }, stack, override)
     if (options.workdir === undefined) throw new OvlError('EINVAL', 'upperdir needs a workdir')
     const work = new WorkDir(options.workdir)
     await work.prepare()
@@ -157,7 +168,7 @@ export class Engine {
       hardlinks = new HardLinkIndex(options.workdir, x.nlink, x.kernelOrigin)
       await hardlinks.prepare()
     }
-    return new Engine(options, { work, hardlinks, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace })
+    return new Engine(options, { work, hardlinks, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace }, stack, override)
   }
 
   get features (): { whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace, readOnly: boolean } {
@@ -178,20 +189,27 @@ export class Engine {
   async getattrWithOrigin (path: string): Promise<{ attr: Attr, lower: boolean }> {
     const node = await this.lookup.get(path)
     const lower = !node.top.layer.isUpper && node.index === undefined
-    if (lower) return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower }
     // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
     const real = node.index ?? hitPath(node.top)
-    const st = await fsp.lstat(real, { bigint: true })
+    const st = lower ? node.stat : await fsp.lstat(real, { bigint: true })
     const attr = attrOf(st, node.ino, node.isDir && node.dirs.length > 1)
-    if (st.isFile() && st.nlink > 1n) attr.nlink = await mergedNlink(real, st, this.xattrs.nlink)
+    if (!lower && st.isFile() && st.nlink > 1n) attr.nlink = await mergedNlink(real, st, this.xattrs.nlink)
     // A metadata-only copy occupies the lower data's blocks (as the kernel reports).
     if (node.data !== undefined) attr.blocks = Number((await fsp.lstat(hitPath(node.data), { bigint: true })).blocks)
-    return { attr, lower }
+    return { attr: this.override !== undefined ? await this.override.present(real, node.top.layer, attr) : attr, lower }
   }
 
-  /** Attributes through an open file (also after its name was unlinked). */
+  /**
+   * Attributes through an open file (also after its name was unlinked). With
+   * xattr_permissions the override is read through the file's name while it
+   * still names the same object; an unlinked file shows its real owner and mode.
+   */
   async fgetattr (h: OpenFile): Promise<Attr> {
-    return attrOf(await fstatP(h.fd, { bigint: true }), h.ino, false)
+    const attr = attrOf(await fstatP(h.fd, { bigint: true }), h.ino, false)
+    if (this.override === undefined) return attr
+    const node = await this.lookup.resolve(h.path).catch(() => null)
+    if (node === null || node.ino !== h.ino) return attr
+    return await this.override.present(hitPath(node.top), node.top.layer, attr)
   }
 
   async readdir (path: string): Promise<DirEntry[]> {
@@ -231,13 +249,14 @@ export class Engine {
   async getxattr (path: string, name: string): Promise<Buffer | null> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
     const node = await this.lookup.get(path)
+    if (this.override?.hides(name) === true) return null
     return await lgetxattr(node.index ?? hitPath(node.top), name)
   }
 
   async listxattr (path: string): Promise<string[]> {
     const node = await this.lookup.get(path)
     const names = await llistxattr(node.index ?? hitPath(node.top))
-    return names.filter(n => !isPrivateXattr(n, this.xattrs.namespace))
+    return names.filter(n => !isPrivateXattr(n, this.xattrs.namespace) && this.override?.hides(n) !== true)
   }
 
   // ---- open files ----------------------------------------------------------
@@ -304,13 +323,24 @@ export class Engine {
 
   async chmod (path: string, mode: number): Promise<void> {
     const node = await this.writable(await this.lookup.get(path), META_ONLY)
-    await fsp.chmod(hitPath(node.top), mode & 0o7777)
+    const real = hitPath(node.top)
+    if (this.override !== undefined) {
+      await this.override.chmod(real, node.top.layer, await fsp.lstat(real), mode)
+    } else {
+      await fsp.chmod(real, mode & 0o7777)
+    }
     this.lookup.invalidate(path)
   }
 
+  /** chown with host ids; -1 leaves that id unchanged. */
   async chown (path: string, uid: number, gid: number): Promise<void> {
     const node = await this.writable(await this.lookup.get(path), META_ONLY)
-    await fsp.lchown(hitPath(node.top), uid, gid)
+    const real = hitPath(node.top)
+    if (this.override !== undefined) {
+      await this.override.chown(real, node.top.layer, await fsp.lstat(real), uid, gid)
+    } else {
+      await fsp.lchown(real, uid, gid)
+    }
     this.lookup.invalidate(path)
   }
 
@@ -330,6 +360,7 @@ export class Engine {
 
   async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
+    this.assertNotOverride(name)
     const node = await this.writable(await this.lookup.get(path), META_ONLY)
     await lsetxattr(hitPath(node.top), name, value, flags)
     this.lookup.invalidate(path)
@@ -337,6 +368,7 @@ export class Engine {
 
   async removexattr (path: string, name: string): Promise<void> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
+    this.assertNotOverride(name)
     let node = await this.lookup.get(path)
     this.assertWritable()
     // As the kernel: removing an xattr the lower file does not have fails without a copy-up.
@@ -346,6 +378,11 @@ export class Engine {
     node = await this.writable(node, META_ONLY)
     await lremovexattr(hitPath(node.top), name)
     this.lookup.invalidate(path)
+  }
+
+  /** With xattr_permissions the override xattrs are the daemon's: not settable or removable through the mount. */
+  private assertNotOverride (name: string): void {
+    if (this.override?.hides(name) === true) throw new OvlError('EPERM', `${name} is kept by xattr_permissions`)
   }
 
   // ---- creating --------------------------------------------------------------
@@ -407,12 +444,18 @@ export class Engine {
     const overWhiteout = await isWhiteoutAt(target)
     const aufsWh = realPath(parent.top.layer, joinPath(parent.top.rel, aufsWhiteoutName(name)))
     const overAufsWhiteout = await existsNoFollow(aufsWh)
-    const owner = caller !== undefined ? await this.ownerFor(hitPath(parent.top), caller) : undefined
+    const owner = caller !== undefined ? await this.ownerFor(parent, caller) : undefined
     const finish = async (real: string): Promise<void> => {
       if (owner === undefined) return
+      const keep = (mode & 0o6000) | (isDir && owner.setgid ? S_ISGID : 0)
+      if (this.override !== undefined) {
+        // The owner and mode go into the override xattr; the real object stays the daemon's.
+        const type = (await fsp.lstat(real)).mode & S_IFMT
+        await this.override.stamp(real, { uid: owner.uid, gid: owner.gid, mode: type | (mode & 0o7777) | keep })
+        return
+      }
       await fsp.lchown(real, owner.uid, owner.gid)
       // chown clears setuid/setgid; the kernel creates as the caller and keeps the bits asked for.
-      const keep = (mode & 0o6000) | (isDir && owner.setgid ? S_ISGID : 0)
       if (keep !== 0 && (mode & S_IFMT) !== 0o120000) await fsp.chmod(real, (mode & 0o7777) | keep)
     }
     if (!overWhiteout && !overAufsWhiteout) {
@@ -459,8 +502,11 @@ export class Engine {
     return n
   }
 
-  private async ownerFor (parentReal: string, caller: Caller): Promise<{ uid: number, gid: number, setgid: boolean }> {
-    const pst = await fsp.lstat(parentReal)
+  /** Owner of a new object in `parent` (an upper directory): the caller's ids, the parent's gid under a setgid parent (as shown). */
+  private async ownerFor (parent: Node, caller: Caller): Promise<{ uid: number, gid: number, setgid: boolean }> {
+    const real = hitPath(parent.top)
+    const lst = await fsp.lstat(real)
+    const pst = this.override !== undefined ? await this.override.effective(real, parent.top.layer, lst) : lst
     const setgid = (pst.mode & S_ISGID) !== 0
     return { uid: caller.uid, gid: setgid ? pst.gid : caller.gid, setgid }
   }

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 /**
  * fuse-overlayfs's id mapping and ownership options, as one pure module:
  * `uidmapping=`, `gidmapping=`, `squash_to_root`, `squash_to_uid=`,
- * `squash_to_gid=`, `static_nlink`, `noacl`, `xattr_permissions=`.
+ * `squash_to_gid=`, `static_nlink`, `noacl`, `xattr_permissions=` (the
+ * last one's file work is in override-stat.ts).
  *
  * Two id spaces meet in a mount with a mapping:
  * - **host** ids: what the layers' filesystem stores (st_uid of a file in
@@ -112,20 +113,23 @@ function overlaps (a: number, alen: number, b: number, blen: number): boolean {
  * `xattr_permissions=`: where fuse-overlayfs keeps ownership and mode when the
  * daemon cannot chown/chmod for real (rootless without a full user namespace).
  * - 0 (default): real chown/chmod on the upper layer.
- * - 1: chown/chmod (and creation with an owner other than the daemon's)
- *   write `security.fuseoverlayfs.override_stat` = "UID:GID:MODE" (decimal
- *   host ids, octal st_mode with the type bits, e.g. "11:12:100600") on the
- *   upper file instead; stat of an upper file takes uid, gid and permission
- *   bits from it (then maps the ids host → merged as usual). Files are
- *   created with mode|0755 so the daemon can always use them.
+ * - 1: chown/chmod (and creation, and copy-up) write
+ *   `security.fuseoverlayfs.override_stat` = "UID:GID:MODE" (decimal host
+ *   ids, octal st_mode with the type bits, e.g. "11:12:100600") on the upper
+ *   object instead; stat of an upper object takes uid, gid and permission
+ *   bits from it (then maps the ids host → merged as usual). Objects are
+ *   created (and copied up) with mode|0755 so the daemon can always use them
+ *   (ovlfs: mode|0700, see override-stat.ts).
  * - 2: the same with `user.fuseoverlayfs.override_stat`; EPERM writing it is
  *   ignored.
  * At mount the upper root gets the xattr if it lacks it (copied from a lower
- * root's, else a default owned by 0:0).
- * In 1.10 only the upper layer's xattr is read (a lower's is ignored); the
- * names are hidden from listxattr/getxattr through the mount; 1.10's chmod
- * rewrites the owner from the real st_uid/st_gid (fixed in 1.14) and a chown
- * of one id stores -1 for the other (fixed in 1.14). Any other value is fatal.
+ * root's, else owner 0:0 with the upper root's mode). Any other value is fatal.
+ * Both 1.10 and 1.14 also read a lower layer's objects' xattr when that
+ * layer's root has one. fuse-overlayfs 1.10 rewrites the owner from the real
+ * st_uid/st_gid on chmod, stores -1 for the id a chown leaves unchanged and
+ * records the backing mode (mode|0755) at copy-up; 1.14 fixed the first two.
+ * ovlfs does what 1.14 does; the details, and where ovlfs differs, are in
+ * override-stat.ts, which implements it.
  */
 export type XattrPermissions = 0 | 1 | 2
 
