@@ -14,7 +14,7 @@
 //   - in the merged view: overlay-private xattrs, PRIVATE_XATTR_PREFIXES (the kernel hides
 //     its own; the overlay-private-xattrs case checks hiding separately);
 //   - in the upper dir: the workdir (not below upper), every overlay-private xattr except
-//     the opaque and redirect markers (OPAQUE_XATTRS, REDIRECT_XATTRS), the link count and metadata of whiteouts (the
+//     the opaque, redirect and metacopy markers (OPAQUE_XATTRS, REDIRECT_XATTRS, METACOPY_XATTRS), the link count and metadata of whiteouts (the
 //     kernel hard-links one shared whiteout), and entries whose names start with
 //     IGNORED_NAME_PREFIXES (private files of ovlfs / libfuse).
 import { createHash } from 'node:crypto'
@@ -49,6 +49,8 @@ export const PRIVATE_XATTR_PREFIXES = ['trusted.overlay.', 'user.overlay.', 'use
 export const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque']
 /** Where a renamed directory's lower layers are: compared in the upper dir like the opaque markers. */
 export const REDIRECT_XATTRS = ['trusted.overlay.redirect', 'user.overlay.redirect']
+/** A metadata-only copy's marker: compared in the upper dir like the opaque markers. */
+export const METACOPY_XATTRS = ['trusted.overlay.metacopy', 'user.overlay.metacopy']
 
 /** Snapshot of a merged view (a mount point). */
 export function snapshotMerged (root: string): Snapshot {
@@ -114,7 +116,7 @@ function entry (abs: string, st: fs.BigIntStats, xattrs: Record<string, string>,
   if (type === 'chr' || type === 'blk') e.rdev = `${(st.rdev >> 8n & 0xfffn) | (st.rdev >> 32n & ~0xfffn)}:${(st.rdev & 0xffn) | (st.rdev >> 12n & ~0xffn)}`
   if (st.mtimeNs < BigInt(OLD_TIME_LIMIT) * 1_000_000_000n) e.mtime = st.mtimeNs.toString()
   const visible = Object.entries(xattrs).filter(([k]) =>
-    !PRIVATE_XATTR_PREFIXES.some(p => k.startsWith(p)) || (upper && (OPAQUE_XATTRS.includes(k) || REDIRECT_XATTRS.includes(k))))
+    !PRIVATE_XATTR_PREFIXES.some(p => k.startsWith(p)) || (upper && (OPAQUE_XATTRS.includes(k) || REDIRECT_XATTRS.includes(k) || METACOPY_XATTRS.includes(k))))
   if (visible.length > 0) e.xattrs = Object.fromEntries(visible.sort(([a], [b]) => a < b ? -1 : 1))
   return e
 }

@@ -537,9 +537,8 @@ export class Engine {
   /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
   private async remove (found: Node): Promise<void> {
     // A lower name of a file with several names is linked up first, so the other names' link count drops (hardlinks.ts).
-    const hardlinks = found.stat.isFile() && found.stat.nlink > 1n ? this.hardlinks : undefined
-    const node = hardlinks !== undefined && found.fh !== undefined ? await this.writable(found) : found
-    const fh = hardlinks !== undefined && node.top.layer.isUpper ? await hardlinks.originOf(hitPath(node.top)) : undefined
+    const fh = await this.replacedHardLink(found)
+    const node = fh !== undefined || found.fh !== undefined ? await this.lookup.get(found.path) : found
     const [parentPath, name] = splitPath(node.path)
     const lowerPositive = await this.lookup.lowerPositive(node.path)
     const parent = await this.ensureDir(parentPath)
@@ -556,7 +555,7 @@ export class Engine {
       await fsp.unlink(target)
     }
     this.lookup.invalidate(node.path)
-    if (fh !== undefined) await hardlinks?.release(fh)
+    if (fh !== undefined) await this.hardlinks?.release(fh)
   }
 
   /**
@@ -630,6 +629,8 @@ export class Engine {
     }
     const srcLowerPositive = await this.lookup.lowerPositive(src)
     const up = await this.writable(s)
+    // A replaced name of a kept hard link: linked up first (so its other names' count drops), its index entry released after.
+    const replacedFh = d !== null && !d.isDir ? await this.replacedHardLink(d) : undefined
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
@@ -658,6 +659,17 @@ export class Engine {
     if (s.isDir) this.lookup.clear()
     this.lookup.invalidate(src)
     this.lookup.invalidate(dst)
+    if (replacedFh !== undefined) await this.hardlinks?.release(replacedFh)
+  }
+
+  /**
+   * For a name about to be replaced or removed that belongs to a kept hard link (hardlinks.ts):
+   * link it up if it is still a lower name, as the kernel does, and return its index handle.
+   */
+  private async replacedHardLink (node: Node): Promise<Buffer | undefined> {
+    if (this.hardlinks === undefined || !node.stat.isFile() || node.stat.nlink < 2n) return undefined
+    const up = node.fh !== undefined ? await this.writable(node) : node
+    return up.top.layer.isUpper ? await this.hardlinks.originOf(hitPath(up.top)) : undefined
   }
 
   /** Give a copied-up directory about to move the redirect the kernel would (EXDEV when it cannot be written). */

@@ -94,6 +94,14 @@ describe('hard links kept through copy-up', () => {
     expect(await names(s.engine, '')).toEqual(['a'])
   })
 
+  it('renaming over a lower name of it links that name up first, so the others\' count drops (as the kernel)', async () => {
+    const s = await stack({ lowers: [{ a: 'data', b: hardlink('a'), c: 'other' }] })
+    await s.engine.rename('/c', '/b')
+    expect((await s.engine.getattr('/a')).nlink).toBe(1)
+    expect(await readMerged(s.engine, '/b')).toBe('other')
+    expect(await readMerged(s.engine, '/a')).toBe('data')
+  })
+
   it('a read-only handle on another name sees writes made through the first', async () => {
     const s = await stack({ lowers: [{ a: 'abcd', b: hardlink('a') }] })
     await writeMerged(s.engine, '/a', 'Z')
