@@ -1,5 +1,5 @@
 // Differential tests of directory rename: the kernel's overlayfs mounted with
-// redirect_dir=on (index=off, metacopy=off) against ovlfs with its defaults, over identical
+// redirect_dir=on (index=off, metacopy=off) against ovlfs with the same (index=off,metacopy=off), over identical
 // copies of the same layers. Compared: per-op results, the merged views, the upper dirs
 // (redirect and opaque xattrs included, see harness/snapshot.ts), and then what the kernel
 // shows when it mounts the upper dir ovlfs wrote (with its lowers, redirect_dir=on): the same
@@ -13,14 +13,14 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, type LayerSet } from './harness/layers'
-import { KERNEL_REDIRECT_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, type Modes, type Overlay } from './harness/mounts'
+import { FUSE_REDIRECT_OPTS, KERNEL_REDIRECT_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, type Modes, type Overlay } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 import { NAME_POOL, RANDOM_LAYERS, generate, mulberry32, reproducer, sequenceSeed, shrink } from './harness/random'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 
 afterAll(unmountAll)
 
-const MODES: Modes = { kernel: KERNEL_REDIRECT_OPTS, fuse: '' }
+const MODES: Modes = { kernel: KERNEL_REDIRECT_OPTS, fuse: FUSE_REDIRECT_OPTS }
 
 interface Base { dir: string, lowers: number }
 interface Run<P> { results: { kernel: string[], fuse: string[] }, lines: string[], probes: { kernel: P, fuse: P }, prefix: number }

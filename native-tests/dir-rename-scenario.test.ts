@@ -3,13 +3,13 @@
 // doing what package managers do (dpkg's unpack: new dir beside the old one, old renamed away,
 // new renamed into place, old deleted; plain `mv` of lower dirs within and across parents).
 // Checked: the tool's own view (find) inside the mount, the merged tree from outside, the same
-// after a remount, and what the kernel's overlayfs (redirect_dir=on) shows over the upper dir
+// after a remount, and what the kernel's overlayfs (redirect_dir=on,index=on,metacopy=on) shows over the upper dir
 // ovlfs wrote.
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { KERNEL_REDIRECT_OPTS, mountFuse, mountKernel, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
+import { KERNEL_FULL_OPTS, mountFuse, mountKernel, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 import { diff, snapshotMerged } from './harness/snapshot'
 
 afterAll(unmountAll)
@@ -108,7 +108,7 @@ describe('busybox renaming lower directories inside an ovlfs mount', () => {
     const k: Overlay = { ...o, work: path.join(root, 'work-kernel'), mnt: path.join(root, 'mnt-kernel') }
     fs.mkdirSync(k.work)
     fs.mkdirSync(k.mnt)
-    mountKernel(k, KERNEL_REDIRECT_OPTS)
+    mountKernel(k, KERNEL_FULL_OPTS)
     try {
       expect(diff(snapshotMerged(k.mnt), seen, ['kernel over ovlfs upper', 'ovlfs'])).toEqual([])
       expect(chroot(k.mnt, FIND).out).toBe(EXPECTED_FIND)

@@ -28,7 +28,7 @@ import {
 } from './harness/hostile-guard'
 import { buildLayers, chr, dir, file, setxattr, symlink, whiteout, type LayerSet, type Node } from './harness/layers'
 import {
-  KERNEL_REDIRECT_OPTS, fuseCommand, mountFuse, mountKernel, prepareSide, tempDir, unmount, unmountAll, type Overlay,
+  KERNEL_FULL_OPTS, fuseCommand, mountFuse, mountKernel, prepareSide, tempDir, unmount, unmountAll, type Overlay,
 } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
@@ -160,7 +160,7 @@ async function attack (root: string, h: Host, set: LayerSet, ops: ChildOp[], pre
   const results: Attack['results'] = []
   const divergences: string[] = []
   try {
-    mountKernel(kernel, KERNEL_REDIRECT_OPTS)
+    mountKernel(kernel, KERNEL_FULL_OPTS)
     await mountFuse(fuse)
     daemons = ovlfsDaemons(fuse.mnt)
     const run = (o: Overlay, name: string): string[] => runChildOps(ops, {
@@ -499,7 +499,7 @@ async function differential (root: string, set: LayerSet, ops: Op[]): Promise<{ 
   const lines: string[] = []
   const results: Array<[string, string, string]> = []
   try {
-    mountKernel(kernel, KERNEL_REDIRECT_OPTS)
+    mountKernel(kernel, KERNEL_FULL_OPTS)
     await mountFuse(fuse)
     for (const op of ops) {
       const k = apply(kernel.mnt, op)
@@ -579,7 +579,7 @@ describe('whiteouts and opaque markers in odd places', () => {
     const kernel = newSide(base, path.join(root, 'w', 'kernel'), 2)
     const fuse = newSide(base, path.join(root, 'w', 'fuse'), 2)
     try {
-      mountKernel(kernel, KERNEL_REDIRECT_OPTS)
+      mountKernel(kernel, KERNEL_FULL_OPTS)
       await mountFuse(fuse)
       expect(fs.readdirSync(fuse.mnt).sort()).toEqual(fs.readdirSync(kernel.mnt).sort())
       expect(diff(snapshotMerged(kernel.mnt), snapshotMerged(fuse.mnt))).toEqual([])

@@ -13,7 +13,7 @@ import { assertNativeTestPrerequisites } from './harness/cli'
 import { describeChildOp, runChildOps, type ChildOp } from './harness/child-ops'
 import { diffStates, forceUnmountUnder, removeUnmounted, treeState } from './harness/hostile-guard'
 import { buildLayers, dir, file, symlink, type LayerSet } from './harness/layers'
-import { KERNEL_REDIRECT_OPTS, mountFuse, mountKernel, prepareSide, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
+import { KERNEL_FULL_OPTS, mountFuse, mountKernel, prepareSide, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 
 const NOBODY = { uid: 65534, gid: 65534 }
@@ -53,7 +53,7 @@ async function compare (tag: string, set: LayerSet, steps: Step[]): Promise<Outc
   const results = { kernel: [] as string[], fuse: [] as string[] }
   const divergences: string[] = []
   try {
-    mountKernel(kernel, KERNEL_REDIRECT_OPTS)
+    mountKernel(kernel, KERNEL_FULL_OPTS)
     await mountFuse(fuse, 'allow_other')
     for (const [name, o] of [['kernel', kernel], ['fuse', fuse]] as const) {
       for (let i = 0; i < steps.length;) {

@@ -14,11 +14,11 @@
 //
 // Every step runs under strace (renames only) in four places side by side: `plain`, a plain
 // copy of the lower dir (the reference: what the tool does without an overlay); `ovlfs` (the
-// CLI, defaults: redirect_dir=on); `kernel`, the kernel's overlayfs with redirect_dir=on; and
+// CLI, defaults: redirect_dir=on); `kernel`, the kernel's overlayfs with redirect_dir=on,index=on,metacopy=on (ovlfs's defaults); and
 // `fuse-overlayfs`, the peer. Checked after every step: the tool exits 0 and the tree equals the
 // plain copy's. Then: the strace shows the lower directory renames succeed on ovlfs (and on the
 // kernel), the lower layer is untouched, ovlfs's upper dir equals the kernel's, the tree is the
-// same after a remount of ovlfs, and the kernel mounting ovlfs's upper dir (redirect_dir=on)
+// same after a remount of ovlfs, and the kernel mounting ovlfs's upper dir (the same options)
 // shows the same tree as ovlfs did. (npm deletes what it renamed aside, so no redirect is left
 // in the upper at the end: the strace is the evidence that a lower directory was renamed.)
 //
@@ -30,7 +30,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { cloneTree, DEFAULT_MTIME } from './harness/layers'
-import { KERNEL_REDIRECT_OPTS, mountFuse, mountKernel, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
+import { KERNEL_FULL_OPTS, mountFuse, mountKernel, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 import { diff, snapshotMerged, snapshotUpper, type Snapshot } from './harness/snapshot'
 
 afterAll(unmountAll)
@@ -115,7 +115,7 @@ async function runSide (side: Side, lower: string, root: string, steps: Step[], 
   } else {
     overlay = { lowers: [lower], upper: path.join(base, 'upper'), work: path.join(base, 'work'), mnt: path.join(base, 'mnt') }
     for (const d of [overlay.upper, overlay.work, overlay.mnt]) fs.mkdirSync(d)
-    if (side === 'kernel') mountKernel(overlay, KERNEL_REDIRECT_OPTS)
+    if (side === 'kernel') mountKernel(overlay, KERNEL_FULL_OPTS)
     else if (side === 'ovlfs') await mountFuse(overlay)
     else await mountFuse(overlay, '', ['fuse-overlayfs'])
     dir = overlay.mnt
@@ -162,7 +162,7 @@ async function runAll (lower: string, root: string, steps: Step[], env: NodeJS.P
   return { res, peerDiffs }
 }
 
-/** Remount ovlfs's layers, then let the kernel (redirect_dir=on) mount its upper: both show ovlfs's last tree. */
+/** Remount ovlfs's layers, then let the kernel (redirect_dir=on,index=on,metacopy=on) mount its upper: both show ovlfs's last tree. */
 async function rereadOvlfsUpper (o: Overlay, seen: Snapshot): Promise<void> {
   await mountFuse(o)
   try {
@@ -173,7 +173,7 @@ async function rereadOvlfsUpper (o: Overlay, seen: Snapshot): Promise<void> {
   const k: Overlay = { ...o, work: `${o.work}-kernel`, mnt: `${o.mnt}-kernel` }
   fs.mkdirSync(k.work)
   fs.mkdirSync(k.mnt)
-  mountKernel(k, KERNEL_REDIRECT_OPTS)
+  mountKernel(k, KERNEL_FULL_OPTS)
   try {
     expect(diff(seen, snapshotMerged(k.mnt), ['ovlfs', 'kernel over ovlfs upper'])).toEqual([])
   } finally {

@@ -21,8 +21,12 @@ export const KERNEL_OPTS = 'redirect_dir=off,index=off,metacopy=off'
 export const KERNEL_USERXATTR_OPTS = 'redirect_dir=nofollow,index=off,metacopy=off,userxattr'
 /** ovlfs mounted to match KERNEL_OPTS: its defaults (redirect_dir, index, metacopy on) would differ from the kernel's. */
 export const FUSE_OPTS = 'redirect_dir=off,index=off,metacopy=off'
-/** The kernel renaming directories with redirects, as ovlfs does by default. */
+/** The kernel renaming directories with redirects (index and metacopy off). */
 export const KERNEL_REDIRECT_OPTS = 'redirect_dir=on,index=off,metacopy=off'
+/** ovlfs mounted to match KERNEL_REDIRECT_OPTS (its index and metacopy are on by default). */
+export const FUSE_REDIRECT_OPTS = 'index=off,metacopy=off'
+/** The kernel with every feature ovlfs has on by default: redirects, hard links kept, metadata-only copy-up. */
+export const KERNEL_FULL_OPTS = 'redirect_dir=on,index=on,metacopy=on'
 
 /** Mount options of the two sides of a differential run. */
 export interface Modes { kernel: string, fuse: string }

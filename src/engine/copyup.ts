@@ -41,7 +41,7 @@ export class CopyUp {
     private readonly sync: boolean,
     /** xattr_permissions: the copy records the owner and mode shown before in the override xattr instead of a real chown. */
     private readonly override: OverrideStat | undefined,
-    private readonly onCopiedUp: (path: string, upperReal: string, before: Node) => Promise<void>,
+    private readonly onCopiedUp: (path: string, upperReal: string | undefined, before: Node) => Promise<void>,
     private readonly features: CopyUpFeatures = { metacopy: false },
   ) {}
 
@@ -103,8 +103,9 @@ export class CopyUp {
     }
     await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
     this.lookup.invalidate(node.path)
-    await this.onCopiedUp(node.path, target, current)
     const copied = await this.lookup.get(node.path)
+    // Read-only handles move to the copy, unless it holds metadata only (the data is still below).
+    await this.onCopiedUp(node.path, copied.data === undefined ? target : undefined, current)
     if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
     return copied
   }
@@ -167,7 +168,8 @@ export class CopyUp {
         await copyData(hitPath(current.data), tmp, 0o600)
         await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
         await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-        await copyXattrs(real, tmp, this.xattrs, { all: true })
+        // Everything but the marker and a redirect to the data (which only a metadata-only copy follows).
+        await copyXattrs(real, tmp, this.xattrs, { all: true, skip: (n) => REDIRECT_NAMES.includes(n) })
         await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
         if (this.sync) await fsyncPath(tmp)
         await fsp.rename(tmp, real)

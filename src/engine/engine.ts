@@ -114,6 +114,8 @@ export class Engine {
   private readonly xattrs: OverlayXattrs
   private readonly sync: boolean
   private readonly hardlinks: HardLinkIndex | undefined
+  /** Rename lower files as metadata-only copies with a redirect (metacopy=on needs redirect_dir=on, as in the kernel). */
+  private readonly metacopyRename: boolean
   /** xattr_permissions=1|2 (override-stat.ts); undefined when off. */
   private readonly override: OverrideStat | undefined
   /**
@@ -136,6 +138,7 @@ export class Engine {
     this.whiteoutStyle = probed.whiteouts
     this.xattrs = overlayXattrs(probed.xattrNamespace)
     this.hardlinks = probed.hardlinks
+    this.metacopyRename = options.metacopy !== false && options.redirectDir !== false
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries }, this.hardlinks)
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
@@ -144,7 +147,7 @@ export class Engine {
         // and so did the directory it was linked into (size, ctime), maybe without an operation on their names.
         this.onAttrsChanged(before.ino)
         if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
-        await this.handles.moveToUpper(p, upperReal)
+        if (upperReal !== undefined) await this.handles.moveToUpper(p, upperReal)
       }, { hardlinks: this.hardlinks, metacopy: options.metacopy !== false })
     }
   }
@@ -361,8 +364,11 @@ export class Engine {
   async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
     this.assertNotOverride(name)
-    const node = await this.writable(await this.lookup.get(path), META_ONLY)
-    await lsetxattr(hitPath(node.top), name, value, flags)
+    const found = await this.lookup.get(path)
+    // A lower name of a kept hard link changes the shared index inode's xattrs in place, as the kernel does.
+    const node = found.index !== undefined ? found : await this.writable(found, META_ONLY)
+    this.assertWritable()
+    await lsetxattr(node.index ?? hitPath(node.top), name, value, flags)
     this.lookup.invalidate(path)
   }
 
@@ -375,8 +381,8 @@ export class Engine {
     if (!node.top.layer.isUpper && await lgetxattr(node.index ?? hitPath(node.top), name) === null) {
       throw new OvlError('ENODATA', `no xattr ${name} on ${path}`)
     }
-    node = await this.writable(node, META_ONLY)
-    await lremovexattr(hitPath(node.top), name)
+    if (node.index === undefined) node = await this.writable(node, META_ONLY)
+    await lremovexattr(node.index ?? hitPath(node.top), name)
     this.lookup.invalidate(path)
   }
 
@@ -628,15 +634,17 @@ export class Engine {
       throw new OvlError('EISDIR', `is a directory: ${dst}`)
     }
     const srcLowerPositive = await this.lookup.lowerPositive(src)
-    const up = await this.writable(s)
+    // A lower file (one name) or a metadata-only copy moves as a metadata-only copy with a redirect to its data, as the kernel does.
+    const metaMove = !s.isDir && this.metacopyRename && (s.data !== undefined || (!s.top.layer.isUpper && s.stat.isFile() && s.stat.nlink === 1n && s.stat.size > 0n))
+    const up = await this.writable(s, metaMove ? META_ONLY : undefined)
     // A replaced name of a kept hard link: linked up first (so its other names' count drops), its index entry released after.
     const replacedFh = d !== null && !d.isDir ? await this.replacedHardLink(d) : undefined
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
     if (d !== null && d.isDir && d.top.layer.isUpper && !pureUpper(d)) await removeEntries(target) // only whiteouts are left in an upper dir that is empty in the merged view
-    if (hasLower) {
-      // A directory with lower layers keeps them through a redirect to where they are (redirect.ts).
+    if (hasLower || up.data !== undefined) {
+      // A directory with lower layers, or a metadata-only copy, keeps them through a redirect to where they are (redirect.ts).
       await this.setRedirect(up, splitPath(src)[0] === dstParentPath)
     } else if (s.isDir && dstParent.dirs.length > 1 && !await this.lookup.isOpaque(up.top)) {
       // An upper-only directory moved into a merged directory must hide what lower layers hold under its new name.

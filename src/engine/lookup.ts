@@ -8,7 +8,7 @@ import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './w
 import { InodeMap, decodeOrigin } from './inode'
 import type { HardLinkIndex } from './hardlinks'
 import { isMetacopy } from './metacopy'
-import { OPAQUE_NAMES } from './xattrs'
+import { OPAQUE_NAMES, REDIRECT_NAMES } from './xattrs'
 import { type LayerProbe, type LookupState, lookupInLayer, readRedirect } from './redirect'
 
 /** Where a merged name exists in one layer: the layer and the path inside it. */
@@ -178,7 +178,10 @@ export class Lookup {
     const ino = await this.inoOf(top, stat, dirs, names)
     const node: Node = { path, parent, top, stat, isDir: stat.isDirectory(), ino, dirs: stat.isDirectory() ? dirs : [top], stale: false }
     if (names !== undefined) {
-      if (isMetacopy(stat, names)) return { ...node, data: await this.lowerData(parent, name, path) }
+      if (isMetacopy(stat, names)) {
+        const redirect = names.some(n => REDIRECT_NAMES.includes(n)) ? await readRedirect(hitPath(top)) : undefined
+        return { ...node, data: await this.lowerData(parent, redirect ?? name, path) }
+      }
     } else if (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n) {
       const indexGen = this.hardlinks.generation
       const fh = await this.hardlinks.handleOf(hitPath(top))
@@ -189,13 +192,17 @@ export class Lookup {
 
   /**
    * The lower file holding a metadata-only copy's data: the same name looked
-   * up in the layers below the upper one (ovlfs does not rename such copies,
-   * so no redirect is involved). EIO when there is none, as in the kernel.
+   * up in the layers below the upper one, or where its redirect (a renamed
+   * copy) points: a name in the parent's lower directories, or an absolute
+   * path from the roots of the lower layers. EIO when there is none, as in
+   * the kernel.
    */
   private async lowerData (parent: Node, name: string, path: string): Promise<Hit> {
     const st: LookupState = { name, isDir: false, stop: false }
-    for (const pd of parent.dirs) {
-      if (pd.layer.isUpper) continue
+    const dirs = name.startsWith('/')
+      ? this.stack.layers.filter(l => !l.isUpper).map(l => ({ layer: l, rel: '' }))
+      : parent.dirs.filter(d => !d.layer.isUpper)
+    for (const pd of dirs) {
       const hit = await lookupInLayer(this.layerProbe, pd, st)
       if (hit !== undefined) {
         if ((await fsp.lstat(hitPath(hit))).isFile()) return hit

@@ -100,17 +100,32 @@ describe('metadata-only copy-up', () => {
     expect(await readMerged(s.engine, '/b')).toBe('bbb')
   })
 
-  it('rename and link of a metadata-only copy copy the data first', async () => {
-    const s = await stack({ lowers: [{ a: 'data-a', b: 'data-b' }] })
+  it('rename moves a metadata-only copy with a redirect to its data (as the kernel); link copies the data first', async () => {
+    const s = await stack({ lowers: [{ a: 'data-a', b: 'data-b', d: dir({ c: 'data-c' }), e: dir() }] })
     await s.engine.chmod('/a', 0o600)
     await s.engine.chmod('/b', 0o600)
     await s.engine.rename('/a', '/a2')
+    // A lower file never changed before moves the same way: metadata only, a redirect (absolute when the dir changes).
+    await s.engine.rename('/d/c', '/e/c2')
     await s.engine.link('/b', '/b2')
+    expect(await marker(s.up('/a2'))).toEqual(Buffer.alloc(0))
+    expect((await sys.lgetxattr(s.up('/a2'), 'trusted.overlay.redirect'))?.toString()).toBe('a')
+    expect((await sys.lgetxattr(s.up('/e/c2'), 'trusted.overlay.redirect'))?.toString()).toBe('/d/c')
     expect(await readMerged(s.engine, '/a2')).toBe('data-a')
-    expect(fs.readFileSync(s.up('/a2'), 'utf8')).toBe('data-a')
+    expect(await readMerged(s.engine, '/e/c2')).toBe('data-c')
     expect(await readMerged(s.engine, '/b2')).toBe('data-b')
     expect(await readMerged(s.engine, '/b')).toBe('data-b')
-    expect(await names(s.engine, '')).toEqual(['a2', 'b', 'b2'])
+    expect(await names(s.engine, '')).toEqual(['a2', 'b', 'b2', 'd', 'e'])
+    expect(await names(s.engine, '/d')).toEqual([])
+    // Renamed again, then written: the data comes along, the marker and the redirect go.
+    await s.engine.rename('/a2', '/e/a3')
+    expect((await sys.lgetxattr(s.up('/e/a3'), 'trusted.overlay.redirect'))?.toString()).toBe('/a')
+    await writeMerged(s.engine, '/e/a3', 'D')
+    expect(fs.readFileSync(s.up('/e/a3'), 'utf8')).toBe('Data-a')
+    expect(await marker(s.up('/e/a3'))).toBeNull()
+    expect(await sys.lgetxattr(s.up('/e/a3'), 'trusted.overlay.redirect')).toBeNull()
+    const e2 = await s.reopen()
+    expect(await readMerged(e2, '/e/c2')).toBe('data-c')
   })
 
   it('survives a remount: the data is still read from below', async () => {
