@@ -410,10 +410,11 @@ describe('crashes and restarts', () => {
         throw new Error(`${problems.join('; ')}\n${ctx.join('\n')}`)
       }
       a.model = resetBigs(ok!.m)
-      // Big files moved out of big/ live in upper: check them in full there.
+      // Big files moved out of big/: check them in full, through the mount (with metacopy=on, the default,
+      // a moved file is a metadata-only copy in upper with a redirect to its lower data until it is written).
       for (const [p, e] of a.model) {
         if (e.t !== 'big' || parentOf(p) === 'big') continue
-        const data = fs.readFileSync(path.join(a.o.upper, p))
+        const data = fs.readFileSync(path.join(a.o.mnt, p))
         const want = big.slice(e.i, e.tail, 0, big.length(e.i, e.tail))
         if (!data.equals(want)) throw new Error(`seed=${SEED} arena ${a.id} cycle ${cycleNo}: ${p} in upper (${data.length} bytes) is not ${showNode(e)} (${want.length} bytes)`)
       }

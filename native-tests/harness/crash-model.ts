@@ -107,7 +107,7 @@ export function intermediates (before: Model, op: CrashOp): Model[] {
 export interface GenOptions {
   /** Directories where nothing may be created or renamed to (the big files' directory). */
   readonly closedDirs: readonly string[]
-  /** At most this many big files renamed out of their directory (each is a full copy in upper). */
+  /** At most this many big files renamed out of their directory (each a metadata-only copy in upper, a full one once written). */
   readonly maxMovedBigs: number
 }
 

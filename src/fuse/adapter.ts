@@ -130,13 +130,9 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     open: (path, flags, cb) => run('open', path, async () => await engine.open(normPath(path), flags),
       (err, h) => h === undefined ? cb(err) : cb(0, h.id, lowerTimeout > 0 && !h.upper)),
 
-    opendir: (path, _flags, cb) => run('opendir', path, async () => {
-      const a = await engine.getattr(normPath(path))
-      if ((a.mode & S_IFMT) !== 0o040000) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' })
-      return 0
-    }, cb),
-
-    releasedir: (_path, _fh, cb) => cb(0),
+    // opendir, releasedir and flush are left out on purpose: libfuse answers them itself (the kernel
+    // sends OPENDIR only for directories; FLUSH answered ENOSYS is success and is not sent again), which
+    // saves two or three crossings to the JS thread per directory listed and one per file closed.
 
     create: (path, mode, flags, cb) => {
       const who = caller()
@@ -161,7 +157,6 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     release: (path, fh, cb) => run('release', path ?? '(unlinked)', async () => await engine.release(engine.handles.get(fh)), cb),
 
-    flush: (_path, _fh, cb) => cb(0),
 
     fsync: (path, datasync, fh, cb) => run('fsync', path ?? '(unlinked)', async () => await engine.fsync(engine.handles.get(fh), datasync !== 0), cb),
 
