@@ -22,7 +22,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, sparse, type LayerSet } from './harness/layers'
-import { KERNEL_FULL_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, type Modes, type Overlay } from './harness/mounts'
+import { KERNEL_FULL_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, mountFuse, type Modes, type Overlay } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 import { NAME_POOL, RANDOM_LAYERS, generate, mulberry32, reproducer, sequenceSeed, shrink } from './harness/random'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
@@ -151,6 +151,44 @@ describe('differential catalogue: hard links and metadata-only copy-up (kernel i
   it('rename and link of a metadata-only copy (the upper layouts differ on purpose; the views do not)', async () => {
     await check(SET, [o.chmod('m/f', 0o600), o.rename('m/f', 'u/f2'), o.chmod('m/g', 0o600), o.link('m/g', 'm/g2'), o.read('m/g2'), o.append('m/g2', 'x')])
   })
+})
+
+describe('metadata-only copy-up of a large file', () => {
+  it('a chmod of a 1 GiB lower file through the mount writes no data to the upper layer; reads still see the lower data', async () => {
+    const root = tempDir('ovlfs-index-big-')
+    const ov: Overlay = { lowers: [path.join(root, 'lower0')], upper: path.join(root, 'upper'), work: path.join(root, 'work'), mnt: path.join(root, 'mnt') }
+    for (const d of [...ov.lowers, ov.upper, ov.work, ov.mnt]) fs.mkdirSync(d)
+    try {
+      // 1 GiB of real data (no holes), so that any copy of it would show on the upper filesystem.
+      const big = path.join(ov.lowers[0]!, 'big')
+      const chunk = Buffer.alloc(1 << 20, 0x61)
+      const fd = fs.openSync(big, 'w')
+      for (let i = 0; i < 1024; i++) fs.writeSync(fd, chunk, 0, chunk.length, i << 20)
+      fs.writeSync(fd, Buffer.from('tail'), 0, 4, (1 << 30) - 4)
+      fs.closeSync(fd)
+      await mountFuse(ov)
+      const before = fs.statfsSync(ov.upper)
+      const t0 = performance.now()
+      fs.chmodSync(path.join(ov.mnt, 'big'), 0o600)
+      const ms = performance.now() - t0
+      const after = fs.statfsSync(ov.upper)
+      const used = (before.bfree - after.bfree) * before.bsize
+      const up = fs.statSync(path.join(ov.upper, 'big'))
+      console.log(`chmod of a 1 GiB lower file: ${ms.toFixed(1)} ms, ${used} bytes more used on the upper filesystem, upper copy ${up.size} bytes in ${up.blocks} blocks`)
+      expect(up.size).toBe(1 << 30)
+      expect(up.blocks * 512).toBeLessThan(64 << 10)
+      expect(used).toBeLessThan(16 << 20)
+      expect(fs.statSync(path.join(ov.mnt, 'big')).mode & 0o777).toBe(0o600)
+      const rfd = fs.openSync(path.join(ov.mnt, 'big'), 'r')
+      const b = Buffer.alloc(8)
+      fs.readSync(rfd, b, 0, 8, (1 << 30) - 8)
+      fs.closeSync(rfd)
+      expect(b.toString()).toBe('aaaatail')
+    } finally {
+      await unmount(ov.mnt).catch(() => {})
+      removeTree(root)
+    }
+  }, 300_000)
 })
 
 // ---------------------------------------------------------------- (2) random sequences
