@@ -106,9 +106,8 @@ describe('faults and limits', () => {
       const mergedBefore = snapshotMerged(o.mnt)
       const free0 = freeBytes(t)
 
-      // A copy-up that cannot fit (12 MiB into 8): by open for writing, by chmod, by truncate.
+      // A copy-up that cannot fit (12 MiB into 8): by open for writing, by truncate.
       expect(codeOf(() => fs.openSync(m('huge'), 'a'))).toBe('ENOSPC')
-      expect(codeOf(() => fs.chmodSync(m('huge'), 0o600))).toBe('ENOSPC')
       expect(codeOf(() => fs.truncateSync(m('huge'), 100))).toBe('ENOSPC')
       expect(fs.existsSync(path.join(o.upper, 'huge'))).toBe(false)
       expect(workEntries(o)).toEqual([])
@@ -159,6 +158,15 @@ describe('faults and limits', () => {
       // The too-big copy-up still fails cleanly.
       expect(codeOf(() => fs.openSync(m('huge'), 'r+'))).toBe('ENOSPC')
       expect(workEntries(o)).toEqual([])
+      // A chmod needs no room for the data (metadata-only copy-up, metacopy=on): it works, the data stays below.
+      fs.chmodSync(m('huge'), 0o600)
+      expect(fs.statSync(path.join(o.upper, 'huge')).blocks * 512).toBeLessThan(64 * 1024)
+      expect(sha(fs.readFileSync(m('huge')))).toBe(sha(huge))
+      // Its data copy-up still does not fit, and leaves the metadata-only copy as it was.
+      expect(codeOf(() => fs.openSync(m('huge'), 'r+'))).toBe('ENOSPC')
+      expect(workEntries(o)).toEqual([])
+      expect(fs.statSync(m('huge')).mode & 0o777).toBe(0o600)
+      expect(sha(fs.readFileSync(m('huge')))).toBe(sha(huge))
       expect(sha(fs.readFileSync(path.join(o.upper, 'keep')))).toBe(sha(keep))
       expect(fs.readFileSync(m('dir/inner'), 'utf8')).toBe('inner\n')
       expect(fs.existsSync(m('gone'))).toBe(false)

@@ -54,7 +54,9 @@ export interface EngineOptions extends LayerStackConfig {
   readonly index?: boolean
   /**
    * Copy up metadata only for chmod, chown, utimens and xattr changes (the
-   * kernel's `metacopy=on`; the default): see metacopy.ts.
+   * kernel's `metacopy=on`): see metacopy.ts. Default: on where trusted.*
+   * xattrs can be written; off in the user namespace, where the kernel
+   * (userxattr) refuses metacopy and could not read such files.
    */
   readonly metacopy?: boolean
   /** fuse-overlayfs's `xattr_permissions=`: owner and mode in an xattr (override-stat.ts); 0 or absent: off. */
@@ -138,7 +140,8 @@ export class Engine {
     this.whiteoutStyle = probed.whiteouts
     this.xattrs = overlayXattrs(probed.xattrNamespace)
     this.hardlinks = probed.hardlinks
-    this.metacopyRename = options.metacopy !== false && options.redirectDir !== false
+    const metacopy = options.metacopy ?? probed.xattrNamespace === 'trusted'
+    this.metacopyRename = metacopy && options.redirectDir !== false
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries }, this.hardlinks)
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
@@ -148,7 +151,7 @@ export class Engine {
         this.onAttrsChanged(before.ino)
         if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
         if (upperReal !== undefined) await this.handles.moveToUpper(p, upperReal)
-      }, { hardlinks: this.hardlinks, metacopy: options.metacopy !== false })
+      }, { hardlinks: this.hardlinks, metacopy })
     }
   }
 

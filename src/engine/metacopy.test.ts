@@ -136,8 +136,11 @@ describe('metadata-only copy-up', () => {
     expect((await e2.getattr('/f')).uid).toBe(9)
   })
 
-  it('in the user xattr namespace the marker is user.overlay.metacopy', async () => {
-    const s = await stack({ lowers: [{ f: 'x'.repeat(100) }], xattrNamespace: 'user' })
+  it('in the user xattr namespace it is off by default (the kernel refuses metacopy with userxattr); asked for, the marker is user.overlay.metacopy', async () => {
+    const d = await stack({ lowers: [{ f: 'x'.repeat(100) }], xattrNamespace: 'user' })
+    await d.engine.chmod('/f', 0o600)
+    expect(fs.readFileSync(d.up('/f'), 'utf8')).toBe('x'.repeat(100))
+    const s = await stack({ lowers: [{ f: 'x'.repeat(100) }], xattrNamespace: 'user', engine: { metacopy: true } })
     await s.engine.chmod('/f', 0o600)
     expect(await marker(s.up('/f'), 'user')).toEqual(Buffer.alloc(0))
     expect(await readMerged(s.engine, '/f')).toBe('x'.repeat(100))

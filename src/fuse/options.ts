@@ -18,8 +18,12 @@ export interface MountOptions {
   redirectDir: boolean
   /** `index=on` (the default) keeps lower hard links through copy-up; `off` breaks them, as the kernel's default. */
   index: boolean
-  /** `metacopy=on` (the default) copies up metadata only for chmod, chown, utimens, xattrs; `off` copies the data too. */
-  metacopy: boolean
+  /**
+   * `metacopy=on` copies up metadata only for chmod, chown, utimens, xattrs; `off` copies the data too.
+   * Unset: on where trusted.* xattrs can be written, off in the user namespace (the kernel refuses
+   * metacopy together with userxattr, so it could never read such an upper layer).
+   */
+  metacopy?: boolean
   /** Seconds the kernel may cache entries and attributes (fuse-overlayfs `timeout=`). */
   timeout: number
   /** Options handed to FUSE's mount as they are (generic mount flags, allow_other, …). */
@@ -111,7 +115,7 @@ export function escapePath (p: string): string {
 }
 
 export function parseMountOptions (lists: readonly string[]): MountOptions {
-  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, redirectDir: true, index: true, metacopy: true, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
+  const o: MountOptions = { lowerdirs: [], readOnly: false, volatile: false, redirectDir: true, index: true, timeout: 1, fuseOptions: [], unimplemented: [], unknown: [], mapping: [] }
   for (const list of lists) {
     for (const opt of splitOptionList(list)) {
       const eq = opt.indexOf('=')
