@@ -24,7 +24,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, sparse, type LayerSet } from './harness/layers'
 import { KERNEL_FULL_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, mountFuse, type Modes, type Overlay } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
-import { NAME_POOL, RANDOM_LAYERS, generate, mulberry32, reproducer, sequenceSeed, shrink } from './harness/random'
+import { NAME_POOL, RANDOM_LAYERS, checkSequences, generate, mulberry32, reproducer, sequenceSeed } from './harness/random'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 
 afterAll(unmountAll)
@@ -230,23 +230,7 @@ describe('random sequences with hard links and metadata changes (kernel index=on
     try {
       const all = sequences()
       const indices = ONLY !== undefined ? ONLY.split(',').map(Number) : all.map((_s, i) => i)
-      const diverging: Array<{ i: number, lines: string[] }> = []
-      for (const i of indices) {
-        const run = await runPair(base, all[i]!)
-        if (run.lines.length > 0) diverging.push({ i, lines: run.lines })
-      }
-      if (diverging.length === 0) return
-      const { i, lines } = diverging[0]!
-      const ops = all[i]!
-      const kind = lines[0]!
-      const hits = (ls: string[]) => ls.some(l => l === kind)
-      const first = await runPair(base, ops, { stopWhen: hits })
-      const min = hits(first.lines) ? await shrink(ops, first.prefix, async c => hits((await runPair(base, c)).lines)) : ops
-      const last = await runPair(base, min)
-      throw new Error([
-        `${diverging.length} of ${indices.length} sequences diverge (OVLFS_INDEX_SEED=${SEED}): ${diverging.map(d => d.i).join(' ')}`,
-        reproducer(`sequence ${i} (replay: OVLFS_INDEX_ONLY=${i}), shrunk to ${min.length} ops:`, min, last.results, last.lines),
-      ].join('\n'))
+      await checkSequences(all, indices, SEED, 'OVLFS_INDEX', async (ops, opts) => await runPair(base, ops, opts))
     } finally { removeTree(base.dir) }
   }, 3_600_000)
 })

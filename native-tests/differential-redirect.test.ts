@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, type LayerSet } from './harness/layers'
 import { FUSE_REDIRECT_OPTS, KERNEL_REDIRECT_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, type Modes, type Overlay } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
-import { NAME_POOL, RANDOM_LAYERS, generate, mulberry32, reproducer, sequenceSeed, shrink } from './harness/random'
+import { NAME_POOL, RANDOM_LAYERS, checkSequences, generate, mulberry32, reproducer, sequenceSeed } from './harness/random'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 
 afterAll(unmountAll)
@@ -177,27 +177,12 @@ describe('random sequences with directory renames (kernel redirect_dir=on vs ovl
     try {
       const all = sequences()
       const indices = ONLY !== undefined ? ONLY.split(',').map(Number) : all.map((_s, i) => i)
-      const diverging: Array<{ i: number, lines: string[] }> = []
       let renamedDirs = 0
-      for (const i of indices) {
-        const run = await runPair(base, all[i]!)
+      await checkSequences(all, indices, SEED, 'OVLFS_REDIR', async (ops, opts) => await runPair(base, ops, opts), (i, run) => {
         renamedDirs += all[i]!.filter((op, k) => op.op === 'rename' && DIRS.includes(op.from) && run.results.kernel[k] === 'ok').length
-        if (run.lines.length > 0) diverging.push({ i, lines: run.lines })
-      }
+      })
       // The sequences must really move directories, not only fail to.
       expect(renamedDirs).toBeGreaterThan(indices.length)
-      if (diverging.length === 0) return
-      const { i, lines } = diverging[0]!
-      const ops = all[i]!
-      const kind = lines[0]!
-      const hits = (ls: string[]) => ls.some(l => l === kind)
-      const first = await runPair(base, ops, { stopWhen: hits })
-      const min = hits(first.lines) ? await shrink(ops, first.prefix, async c => hits((await runPair(base, c)).lines)) : ops
-      const last = await runPair(base, min)
-      throw new Error([
-        `${diverging.length} of ${indices.length} sequences diverge (OVLFS_REDIR_SEED=${SEED}): ${diverging.map(d => d.i).join(' ')}`,
-        reproducer(`sequence ${i} (replay: OVLFS_REDIR_ONLY=${i}), shrunk to ${min.length} ops:`, min, last.results, last.lines),
-      ].join('\n'))
     } finally { removeTree(base.dir) }
   }, 40 * 60_000)
 })

@@ -47,5 +47,7 @@ trap cleanup_mounts EXIT
 bash scripts/setup.sh
 
 rc=0
+# The tests themselves are strict TypeScript too (vitest only strips the types).
+npx tsc -p native-tests/tsconfig.json || rc=$?
 npx vitest run "$@" || rc=$?
 exit "$rc"

@@ -147,3 +147,37 @@ export function reproducer (title: string, ops: Op[], results: { kernel: string[
   })
   return [title, ...steps, '  divergence:', ...lines.map(l => '    ' + l)].join('\n')
 }
+
+/** One run of a differential pair over a sequence: per-op results, divergence lines, how many ops ran. */
+export interface PairRun { results: { kernel: string[], fuse: string[] }, lines: string[], prefix: number }
+
+/**
+ * Run the sequences `indices` of `all` through `runPair`; when some diverge, shrink the first
+ * one to its first kind of divergence and throw a reproducer naming the env variables to
+ * replay it (`${envPrefix}_SEED`, `${envPrefix}_ONLY`). `onRun` sees every run (for checks of
+ * what the sequences really did).
+ */
+export async function checkSequences (
+  all: Op[][], indices: number[], seed: number, envPrefix: string,
+  runPair: (ops: Op[], opts?: { stopWhen?: (lines: string[]) => boolean }) => Promise<PairRun>,
+  onRun: (i: number, run: PairRun) => void = () => {},
+): Promise<void> {
+  const diverging: Array<{ i: number, lines: string[] }> = []
+  for (const i of indices) {
+    const run = await runPair(all[i]!)
+    onRun(i, run)
+    if (run.lines.length > 0) diverging.push({ i, lines: run.lines })
+  }
+  if (diverging.length === 0) return
+  const { i, lines } = diverging[0]!
+  const ops = all[i]!
+  const kind = lines[0]!
+  const hits = (ls: string[]): boolean => ls.some(l => l === kind)
+  const first = await runPair(ops, { stopWhen: hits })
+  const min = hits(first.lines) ? await shrink(ops, first.prefix, async c => hits((await runPair(c)).lines)) : ops
+  const last = await runPair(min)
+  throw new Error([
+    `${diverging.length} of ${indices.length} sequences diverge (${envPrefix}_SEED=${seed}): ${diverging.map(d => d.i).join(' ')}`,
+    reproducer(`sequence ${i} (replay: ${envPrefix}_ONLY=${i}), shrunk to ${min.length} ops:`, min, last.results, last.lines),
+  ].join('\n'))
+}
