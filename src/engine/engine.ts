@@ -151,6 +151,8 @@ export class Engine {
         this.onAttrsChanged(before.ino)
         if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
         if (upperReal !== undefined) await this.handles.moveToUpper(p, upperReal)
+        // A kept hard link: the other names' read-only handles are the same file (hardlinks.ts).
+        if (upperReal !== undefined && before.fh !== undefined) await this.handles.moveInoToUpper(before.ino, upperReal)
       }, { hardlinks: this.hardlinks, metacopy })
     }
   }

@@ -65,14 +65,22 @@ export class Handles {
     const set = this.lowerByPath.get(path)
     if (set === undefined) return
     this.lowerByPath.delete(path)
-    const C = fs.constants
-    for (const h of set) {
-      const fd = await openFd(upperPath, (h.flags & ~(C.O_CREAT | C.O_EXCL | C.O_TRUNC)) | C.O_NOFOLLOW)
-      const old = h.fd
-      h.fd = fd
-      h.upper = true
-      await closeFd(old)
+    await reopen(set, upperPath)
+  }
+
+  /**
+   * After the first copy-up of a file with several names kept as hard links
+   * (hardlinks.ts): the read-only handles of its other names, all one inode
+   * (`ino`), move to the copy too.
+   */
+  async moveInoToUpper (ino: number, upperPath: string): Promise<void> {
+    const moved = new Set<OpenFile>()
+    for (const [p, set] of this.lowerByPath) {
+      for (const h of set) if (h.ino === ino) moved.add(h)
+      for (const h of moved) set.delete(h)
+      if (set.size === 0) this.lowerByPath.delete(p)
     }
+    await reopen(moved, upperPath)
   }
 
   get size (): number {
@@ -85,6 +93,18 @@ export class Handles {
     if (set === undefined) return
     set.delete(h)
     if (set.size === 0) this.lowerByPath.delete(h.path)
+  }
+}
+
+/** Reopen lower read-only handles on their upper copy, at once. */
+async function reopen (handles: Iterable<OpenFile>, upperPath: string): Promise<void> {
+  const C = fs.constants
+  for (const h of handles) {
+    const fd = await openFd(upperPath, (h.flags & ~(C.O_CREAT | C.O_EXCL | C.O_TRUNC)) | C.O_NOFOLLOW)
+    const old = h.fd
+    h.fd = fd
+    h.upper = true
+    await closeFd(old)
   }
 }
 
