@@ -77,6 +77,22 @@ describe('hard links kept through copy-up', () => {
     expect(await names(e2, '')).toEqual(['f'])
   })
 
+  it('an entry no name refers to any more is dropped at mount; one still serving lower names stays', async () => {
+    const s = await stack({ lowers: [{ a: 'data', b: hardlink('a'), c: 'other', d: hardlink('c') }] })
+    await writeMerged(s.engine, '/a', 'A')
+    await writeMerged(s.engine, '/c', 'C')
+    // As after a crash between the unlinks and the entry's removal: only the entries are left.
+    fs.rmSync(s.up('/a'))
+    fs.rmSync(s.up('/c'))
+    const fhA = (await sys.overlayFh(s.low(0, '/a'))).toString('hex')
+    await sys.lsetxattr(`${s.work}/${INDEX_DIR}/${fhA}`, 'trusted.overlay.nlink', Buffer.from('U-1'))
+    const e2 = await s.reopen()
+    const left = fs.readdirSync(`${s.work}/${INDEX_DIR}`)
+    expect(left).toHaveLength(1)
+    expect(left).not.toContain(fhA)
+    expect(await readMerged(e2, '/d')).toBe('Cther')
+  })
+
   it('the index entry goes with the last name', async () => {
     const s = await stack({ lowers: [{ a: 'data', b: hardlink('a') }] })
     await writeMerged(s.engine, '/a', 'D')

@@ -42,15 +42,32 @@ export class HardLinkIndex {
     this.dir = path.join(workdir, INDEX_DIR)
   }
 
-  /** Create the index directory if missing; anything else at its name (a symlink) is replaced, never followed. */
-  async prepare (): Promise<void> {
+  /**
+   * Create the index directory if missing (anything else at its name, a
+   * symlink say, is replaced, never followed), and drop entries no name
+   * refers to any more (only the entry left and a merged count of 0, as the
+   * kernel's index cleanup at mount does). Returns how many were dropped.
+   */
+  async prepare (): Promise<number> {
     const st = await fsp.lstat(this.dir).catch((err: unknown) => {
       if (codeOf(err) === 'ENOENT') return null
       throw err
     })
-    if (st !== null && st.isDirectory()) return
-    if (st !== null) await fsp.unlink(this.dir)
-    await fsp.mkdir(this.dir, { mode: 0o700 })
+    if (st !== null && !st.isDirectory()) await fsp.unlink(this.dir)
+    if (st === null || !st.isDirectory()) {
+      await fsp.mkdir(this.dir, { mode: 0o700 })
+      return 0
+    }
+    let dropped = 0
+    for (const name of await fsp.readdir(this.dir)) {
+      const p = `${this.dir}/${name}`
+      const est = await fsp.lstat(p, { bigint: true }).catch(() => null)
+      if (est === null || !est.isFile() || est.nlink !== 1n) continue
+      if (await mergedNlink(p, est, this.nlinkXattr) > 0) continue
+      await fsp.unlink(p)
+      dropped++
+    }
+    return dropped
   }
 
   /** The overlay file handle of a lower file, or undefined when its filesystem cannot give one. */
