@@ -23,9 +23,10 @@ import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, sparse, type LayerSet } from './harness/layers'
 import { KERNEL_FULL_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, mountFuse, type Modes, type Overlay } from './harness/mounts'
-import { apply, describe as describeOp, o, type Op } from './harness/ops'
+import { apply, o, type Op } from './harness/ops'
+import { pairLines } from './harness/pair'
 import { NAME_POOL, RANDOM_LAYERS, checkSequences, generate, mulberry32, reproducer, sequenceSeed } from './harness/random'
-import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
+import { diff, snapshotMerged } from './harness/snapshot'
 
 afterAll(unmountAll)
 
@@ -55,12 +56,7 @@ async function runPair (base: Base, ops: Op[], opts: { stopWhen?: (lines: string
   return await withBoth(base.dir, base.lowers, async (s) => {
     const results = { kernel: [] as string[], fuse: [] as string[] }
     const compare = (): string[] => {
-      const lines: string[] = []
-      results.kernel.forEach((k, i) => {
-        if (results.fuse[i] !== k) lines.push(`result of op ${i + 1} (${describeOp(ops[i]!)}): kernel=${k} ovlfs=${results.fuse[i]}`)
-      })
-      lines.push(...diff(snapshotMerged(s.kernel.mnt), snapshotMerged(s.fuse.mnt)).map(l => 'merged ' + l))
-      if (!upperDiffers(ops)) lines.push(...diff(snapshotUpper(s.kernel.upper), snapshotUpper(s.fuse.upper)).map(l => 'upper  ' + l))
+      const lines = pairLines(s, results, ops, !upperDiffers(ops))
       // The entries' names are the lower files' handles: each side has its own copy of the layers, so only counts compare.
       const ki = indexNames(s.kernel.work).length
       const fi = indexNames(s.fuse.work).length

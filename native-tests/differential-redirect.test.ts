@@ -14,9 +14,10 @@ import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, type LayerSet } from './harness/layers'
 import { FUSE_REDIRECT_OPTS, KERNEL_REDIRECT_OPTS, mountKernel, removeTree, tempDir, unmount, unmountAll, withBoth, type Modes, type Overlay } from './harness/mounts'
-import { apply, describe as describeOp, o, type Op } from './harness/ops'
+import { apply, o, type Op } from './harness/ops'
+import { pairLines } from './harness/pair'
 import { NAME_POOL, RANDOM_LAYERS, checkSequences, generate, mulberry32, reproducer, sequenceSeed } from './harness/random'
-import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
+import { diff, snapshotMerged } from './harness/snapshot'
 
 afterAll(unmountAll)
 
@@ -39,15 +40,7 @@ function buildBase (set: LayerSet): Base {
 async function runPair<P = undefined> (base: Base, ops: Op[], opts: { stopWhen?: (lines: string[]) => boolean, probe?: (o: Overlay) => P } = {}): Promise<Run<P>> {
   return await withBoth(base.dir, base.lowers, async (s) => {
     const results = { kernel: [] as string[], fuse: [] as string[] }
-    const compare = (): string[] => {
-      const lines: string[] = []
-      results.kernel.forEach((k, i) => {
-        if (results.fuse[i] !== k) lines.push(`result of op ${i + 1} (${describeOp(ops[i]!)}): kernel=${k} ovlfs=${results.fuse[i]}`)
-      })
-      lines.push(...diff(snapshotMerged(s.kernel.mnt), snapshotMerged(s.fuse.mnt)).map(l => 'merged ' + l))
-      lines.push(...diff(snapshotUpper(s.kernel.upper), snapshotUpper(s.fuse.upper)).map(l => 'upper  ' + l))
-      return lines
-    }
+    const compare = (): string[] => pairLines(s, results, ops)
     const none = { kernel: undefined as P, fuse: undefined as P }
     for (const op of ops) {
       results.kernel.push(apply(s.kernel.mnt, op))

@@ -17,7 +17,8 @@ import {
   OPAQUE_XATTR, type LayerSet,
 } from './harness/layers'
 import { removeTree, tempDir, unmountAll, withBoth, withFuse, type Overlay, type Sides } from './harness/mounts'
-import { applyAll, apply, describe as describeOp, o, type Op } from './harness/ops'
+import { applyAll, apply, o, type Op } from './harness/ops'
+import { resultLines } from './harness/pair'
 import { generate, reproducer, RANDOM_LAYERS, sequenceSeed, shrink } from './harness/random'
 import { diff, snapshotMerged, snapshotUpper, view, type Snapshot } from './harness/snapshot'
 
@@ -42,10 +43,7 @@ interface Run<P> {
 }
 
 function compareSides (s: Sides, results: Run<unknown>['results'], ops: Op[]): Omit<Run<unknown>, 'probes' | 'prefix'> {
-  const lines: string[] = []
-  results.kernel.forEach((k, i) => {
-    if (results.fuse[i] !== k) lines.push(`result of op ${i + 1} (${describeOp(ops[i]!)}): kernel=${k} ovlfs=${results.fuse[i]}`)
-  })
+  const lines = resultLines(results, ops)
   const kernel = { merged: snapshotMerged(s.kernel.mnt), upper: snapshotUpper(s.kernel.upper) }
   lines.push(...diff(kernel.merged, snapshotMerged(s.fuse.mnt)).map(l => 'merged ' + l))
   lines.push(...diff(kernel.upper, snapshotUpper(s.fuse.upper)).map(l => 'upper  ' + l))
