@@ -118,6 +118,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: lowerTimeout(options) })
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
+      cacheDirs: cacheDirs(options),
     })
     engine.onAttrsChanged = (ino) => { fuse.invalidateIno(ino) }
     await fuse.mount()
@@ -163,6 +164,18 @@ export const LOWER_TIMEOUT = 86400
 /** LOWER_TIMEOUT, or 0 when the user set the kernel's cache timeouts explicitly (then those apply to everything). */
 function lowerTimeout (options: MountOptions): number {
   return options.fuseOptions.some(o => /^(entry|attr)_timeout=/.test(o)) ? 0 : LOWER_TIMEOUT
+}
+
+/**
+ * Whether the kernel caches directory listings (patch item 16): every change
+ * to a merged directory's listing goes through the mount (its upper dir is
+ * written only by us, lower layers do not change while mounted), and the
+ * kernel drops a directory's cached listing when it changes through the mount.
+ * Off, like the per-object timeouts, when the user sets the kernel's cache
+ * timeouts explicitly.
+ */
+function cacheDirs (options: MountOptions): boolean {
+  return lowerTimeout(options) > 0
 }
 
 /**

@@ -194,6 +194,16 @@ export interface FuseMountOptions {
    */
   nullpathOk?: boolean;
   /**
+   * The kernel caches directory listings (patch item 16: OPENDIR replies carry
+   * FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE): a listing read once is served from
+   * the kernel's page cache, without READDIR, until the directory changes
+   * through the mount or a GETATTR reports another mtime. Only for file
+   * systems whose listings change through the mount alone. Do not implement
+   * an `opendir` op needlessly: without one the addon answers OPENDIR on the
+   * libfuse thread. Default false.
+   */
+  cacheDirs?: boolean;
+  /**
    * Per-request timeout in ms after which fuse-native answers ETIMEDOUT and
    * drops the handler's late answer. Default false (none): a slow copy-up must
    * not turn into a spurious error with a leaked handle.
@@ -267,6 +277,7 @@ export class FuseMount {
       subtype: escapeOptionValue(options.subtype),
       debug: options.debug ?? false,
       nullpathOk: options.nullpathOk ?? false,
+      cacheDirs: options.cacheDirs ?? false,
       timeout: options.timeout ?? false,
       force: false,
       mkdir: false,

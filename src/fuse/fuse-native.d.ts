@@ -14,6 +14,8 @@ declare module 'fuse-native' {
       debug?: boolean
       /** patched: set libfuse's flag_nullpath_ok (ops on unlinked open files get path null). */
       nullpathOk?: boolean
+      /** patched: OPENDIR replies carry FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE (the kernel caches listings). */
+      cacheDirs?: boolean
     }
 
     interface RawContext {

@@ -1,0 +1,205 @@
+// Directory listings cached by the kernel (fuse-native patch item 16: OPENDIR replies carry
+// FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE, so a listing read once is served again without READDIR).
+// The kernel drops a directory's cached listing when the directory changes through the mount;
+// here every way of changing a listing through the mount (create, mkdir, symlink, link, mkfifo,
+// unlink, rmdir, rename in, out, within and over, copy-up of children and of the directory
+// itself, a lower directory renamed and its old name made again, a file replaced by a
+// directory) is applied to the kernel's overlayfs and to ovlfs with every directory listed
+// before (so ovlfs's listings are cached) and after each step, and the listings (names and
+// d_type; on each side a non-directory's d_ino must be its st_ino, so a copy-up cannot leave a
+// stale one behind) must agree.
+// A second case proves the cache is in use: repeated listings reach the daemon's readdir once,
+// until the directory changes through the mount.
+import { spawn, spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { buildLayers, dir, file, type LayerSet } from './harness/layers'
+import { fuseCommand, isMounted, KERNEL_FULL_OPTS, removeTree, tempDir, unmount, unmountAll, withBoth } from './harness/mounts'
+import { apply, describe as describeOp, o, type Op } from './harness/ops'
+import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
+
+afterAll(unmountAll)
+
+/** Every directory below root (root is ''), each as sorted "name type d_ino st_ino" rows, by python's os.scandir (d_ino and d_type straight from getdents). */
+const LISTER = `
+import json, os, stat, sys
+root = sys.argv[1]
+out = {}
+def visit(rel):
+    rows = []
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        for e in it:
+            st = e.stat(follow_symlinks=False)
+            kind = 'dir' if e.is_dir(follow_symlinks=False) else 'symlink' if e.is_symlink() else 'file' if e.is_file(follow_symlinks=False) else 'other'
+            rows.append([e.name, kind, e.inode(), st.st_ino])
+    rows.sort()
+    out[rel] = rows
+    for name, kind, _d, _s in rows:
+        if kind == 'dir':
+            visit(rel + '/' + name if rel else name)
+visit('')
+json.dump(out, sys.stdout)
+`
+
+type Listing = Record<string, Array<[string, string, number, number]>>
+
+function list (root: string): Listing {
+  const r = spawnSync('python3', ['-c', LISTER, root], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  if (r.status !== 0) throw new Error(`listing ${root} with python3 failed: ${r.stderr || String(r.error)}`)
+  return JSON.parse(r.stdout) as Listing
+}
+
+/**
+ * Divergences between the two sides' names and types, and non-directories whose d_ino is not
+ * their st_ino (the kernel's overlayfs reports a merged directory's origin in d_ino).
+ */
+function compare (k: Listing, f: Listing): string[] {
+  const lines: string[] = []
+  for (const d of [...new Set([...Object.keys(k), ...Object.keys(f)])].sort()) {
+    const show = (l: Listing) => (l[d] === undefined ? '(no such directory)' : l[d]!.map(([n, t]) => `${n}:${t}`).join(' '))
+    if (show(k) !== show(f)) lines.push(`${d || '.'}: kernel [${show(k)}] ovlfs [${show(f)}]`)
+  }
+  for (const [side, l] of [['kernel', k], ['ovlfs', f]] as const) {
+    for (const [d, rows] of Object.entries(l)) {
+      for (const [n, t, dIno, stIno] of rows) if (t !== 'dir' && dIno !== stIno) lines.push(`${side} ${d || '.'}/${n}: d_ino ${dIno} but st_ino ${stIno}`)
+    }
+  }
+  return lines
+}
+
+const LAYERS: LayerSet = {
+  lowers: [{
+    m: dir(),
+    'm/a': file('a'),
+    'm/b': file('b'),
+    'm/gone': file('g'),
+    'm/sub': dir(),
+    'm/sub/x': file('x'),
+    'm/empty': dir(),
+    'm/ldir': dir(),
+    'm/ldir/k': file('k'),
+    'm/ldir/deep': dir(),
+    'm/ldir/deep/q': file('q'),
+    l: dir(),
+    'l/child': file('c'),
+    'l/meta': file('m'),
+    'l/f': file('f'),
+    'l/inner': dir(),
+    'l/inner/i': file('i'),
+    other: dir(),
+    'other/o1': file('o1'),
+    'other/o2': file('o2'),
+  }],
+  upper: { m: dir(), 'm/u': file('u'), 'm/udir': dir(), up: dir(), 'up/x': file('x') },
+}
+
+/** Steps; each is applied, then every directory is listed on both sides and compared. */
+const STEPS: Array<[string, Op[]]> = [
+  ['create in a merged dir', [o.create('m/new', 'n')]],
+  ['mkdir in a merged dir', [o.mkdir('m/newdir')]],
+  ['symlink, hard link, fifo', [o.symlink('a', 'm/sl'), o.link('m/new', 'm/hl'), o.mkfifo('m/ff')]],
+  ['unlink a lower name (whiteout)', [o.unlink('m/a')]],
+  ['unlink an upper name', [o.unlink('m/u')]],
+  ['rmdir an empty lower dir', [o.rmdir('m/empty')]],
+  ['empty and rmdir a lower dir', [o.unlink('m/sub/x'), o.rmdir('m/sub')]],
+  ['rename out of a merged dir', [o.rename('m/b', 'other/b')]],
+  ['rename into a merged dir', [o.rename('other/o1', 'm/o1')]],
+  ['rename over an existing name', [o.rename('other/o2', 'm/new')]],
+  ['rename within a dir', [o.rename('m/newdir', 'm/newdir2')]],
+  ['copy-up of a child (data)', [o.write('l/child', 0, 'C')]],
+  ['copy-up of a child (metadata only)', [o.chmod('l/meta', 0o600)]],
+  ['copy-up of a nested child', [o.chmod('l/inner/i', 0o600)]],
+  ['create in a dir copied up meanwhile', [o.create('l/new', 'n')]],
+  ['unlink in a dir copied up meanwhile', [o.unlink('l/f')]],
+  ['a lower dir renamed', [o.rename('m/ldir', 'other/ldir')]],
+  ['its old name made again (opaque)', [o.mkdir('m/ldir'), o.create('m/ldir/z', 'z')]],
+  ['a name in the renamed dir', [o.create('other/ldir/k2', 'k2'), o.unlink('other/ldir/deep/q')]],
+  ['a file replaced by a directory', [o.unlink('m/gone'), o.mkdir('m/gone')]],
+  ['a dir renamed over an empty dir', [o.mkdir('other/e'), o.rename('m/newdir2', 'other/e')]],
+  ['an upper-only dir', [o.create('up/y', 'y'), o.unlink('up/x')]],
+  ['the root', [o.create('r', 'r'), o.mkdir('rd'), o.rename('other/b', 'rb')]],
+]
+
+describe('directory listings cached by the kernel', () => {
+  it('show every change made through the mount, as the kernel\'s overlayfs does', async () => {
+    const base = tempDir('ovlfs-rdc-base-')
+    buildLayers(base, LAYERS)
+    try {
+      await withBoth(base, 1, (s) => {
+        // Twice: the second listing of ovlfs comes from the kernel's cache.
+        for (let i = 0; i < 2; i++) expect(compare(list(s.kernel.mnt), list(s.fuse.mnt))).toEqual([])
+        const problems: string[] = []
+        for (const [name, ops] of STEPS) {
+          for (const op of ops) {
+            const k = apply(s.kernel.mnt, op)
+            const f = apply(s.fuse.mnt, op)
+            if (k !== 'ok' || f !== 'ok') problems.push(`${name}: ${describeOp(op)}: kernel ${k}, ovlfs ${f}`)
+          }
+          problems.push(...compare(list(s.kernel.mnt), list(s.fuse.mnt)).map(l => `after ${name}: ${l}`))
+        }
+        problems.push(...diff(snapshotMerged(s.kernel.mnt), snapshotMerged(s.fuse.mnt)).map(l => `merged ${l}`))
+        problems.push(...diff(snapshotUpper(s.kernel.upper), snapshotUpper(s.fuse.upper)).map(l => `upper ${l}`))
+        expect(problems).toEqual([])
+      }, { kernel: KERNEL_FULL_OPTS, fuse: '' })
+    } finally { removeTree(base) }
+  })
+
+  it('are served from the cache: repeated listings reach the daemon once, until the directory changes through the mount', async () => {
+    const root = tempDir('ovlfs-rdc-')
+    const { lowers, upper } = buildLayers(root, {
+      lowers: [{ l: dir(), 'l/a': file('a'), m: dir(), 'm/a': file('a') }],
+      upper: { m: dir(), 'm/u': file('u'), u: dir(), 'u/u': file('u') },
+    })
+    const ov = { lowers, upper, work: path.join(root, 'work'), mnt: path.join(root, 'mnt') }
+    fs.mkdirSync(ov.work)
+    fs.mkdirSync(ov.mnt)
+    const log = path.join(root, 'daemon.log')
+    let markers = 0
+    // The daemon's debug log (one line per request it serves) up to now: a lookup of a fresh
+    // marker name is logged after everything before it.
+    const readdirs = async (): Promise<Record<string, number>> => {
+      const marker = `marker-${++markers}`
+      expect(fs.existsSync(path.join(ov.mnt, marker))).toBe(false)
+      for (let i = 0; i < 200 && !fs.readFileSync(log, 'utf8').includes(`"/${marker}"`); i++) await new Promise(resolve => setTimeout(resolve, 50))
+      const count: Record<string, number> = {}
+      for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
+        if (!line.includes(`"/${marker}"`) && line.startsWith('{')) {
+          const rec = JSON.parse(line) as { op?: string, path?: string }
+          if (rec.op === 'readdir' && rec.path !== undefined) count[rec.path] = (count[rec.path] ?? 0) + 1
+        } else if (line.includes(`"/${marker}"`)) return count
+      }
+      throw new Error(`the daemon did not log the lookup of ${marker}: ${log}`)
+    }
+    // In the foreground, so that its debug log (one line per request reaching JS) can be read.
+    const [cmd, ...args] = fuseCommand()
+    const fd = fs.openSync(log, 'w')
+    const opts = `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${ov.work}`
+    const daemon = spawn(cmd!, [...args, '-f', '--log-level=debug', '-o', opts, ov.mnt], { stdio: ['ignore', fd, fd] })
+    fs.closeSync(fd)
+    const exited = new Promise<void>(resolve => daemon.once('exit', () => resolve()))
+    try {
+      for (let i = 0; i < 300 && !isMounted(ov.mnt, 'fuse'); i++) await new Promise(resolve => setTimeout(resolve, 100))
+      if (!isMounted(ov.mnt, 'fuse')) throw new Error(`ovlfs did not mount ${ov.mnt}: ${fs.readFileSync(log, 'utf8')}`)
+      const dirs = ['l', 'm', 'u']
+      for (let i = 0; i < 3; i++) {
+        for (const d of dirs) expect(fs.readdirSync(path.join(ov.mnt, d)).sort()).toEqual(d === 'm' ? ['a', 'u'] : [d === 'l' ? 'a' : 'u'])
+      }
+      expect(await readdirs()).toEqual({ '/l': 1, '/m': 1, '/u': 1 })
+      for (const d of dirs) fs.writeFileSync(path.join(ov.mnt, d, 'new'), 'n')
+      for (let i = 0; i < 3; i++) {
+        for (const d of dirs) expect(fs.readdirSync(path.join(ov.mnt, d))).toContain('new')
+      }
+      expect(await readdirs()).toEqual({ '/l': 2, '/m': 2, '/u': 2 })
+      fs.unlinkSync(path.join(ov.mnt, 'm', 'a'))
+      expect(fs.readdirSync(path.join(ov.mnt, 'm')).sort()).toEqual(['new', 'u'])
+      expect(fs.readdirSync(path.join(ov.mnt, 'l')).sort()).toEqual(['a', 'new'])
+      expect(await readdirs()).toEqual({ '/l': 2, '/m': 3, '/u': 2 })
+    } finally {
+      if (isMounted(ov.mnt)) await unmount(ov.mnt)
+      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>(resolve => setTimeout(() => resolve(false), 15_000))])
+      if (!gone) daemon.kill('SIGKILL')
+      removeTree(root)
+    }
+  })
+})
