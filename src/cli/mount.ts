@@ -118,7 +118,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: lowerTimeout(options) })
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
-      cacheDirs: cacheDirs(options),
+      cacheDirs: cacheDirs(options, layers.upperdir !== undefined && !options.readOnly),
     })
     engine.onAttrsChanged = (ino) => { fuse.invalidateIno(ino) }
     await fuse.mount()
@@ -167,15 +167,18 @@ function lowerTimeout (options: MountOptions): number {
 }
 
 /**
- * Whether the kernel caches directory listings (patch item 16): every change
- * to a merged directory's listing goes through the mount (its upper dir is
- * written only by us, lower layers do not change while mounted), and the
- * kernel drops a directory's cached listing when it changes through the mount.
- * Off, like the per-object timeouts, when the user sets the kernel's cache
- * timeouts explicitly.
+ * Whether the kernel caches directory listings (patch item 16): only on a
+ * mount nothing can change (no upper layer, or `ro`). On a writable mount a
+ * listing read while another process changes the directory can show an
+ * unchanged name twice: the kernel serves the first part from its cache,
+ * then, the cache being stale, asks the daemon to go on from its position,
+ * and libfuse 2's path API answers from a fresh snapshot whose positions
+ * have shifted (found by scripts/stress.js; libfuse 2 offsets are indexes
+ * into its per-open snapshot, not stable cookies). Off, like the per-object
+ * timeouts, when the user sets the kernel's cache timeouts explicitly.
  */
-function cacheDirs (options: MountOptions): boolean {
-  return lowerTimeout(options) > 0
+function cacheDirs (options: MountOptions, writable: boolean): boolean {
+  return lowerTimeout(options) > 0 && !writable
 }
 
 /**
