@@ -137,6 +137,15 @@ describe('hard links kept through copy-up', () => {
     expect((await sys.lgetxattr(s.up('/a'), 'trusted.overlay.nlink'))?.toString()).toMatch(/^U[+-]\d+$/)
   })
 
+  it('in the user xattr namespace too (rootless): the records are user.overlay.*', async () => {
+    const s = await stack({ lowers: [{ a: 'shared', b: hardlink('a') }], xattrNamespace: 'user' })
+    await writeMerged(s.engine, '/a', 'SH')
+    expect(await readMerged(s.engine, '/b')).toBe('SHared')
+    expect((await s.engine.getattr('/b')).nlink).toBe(2)
+    expect((await sys.lgetxattr(s.up('/a'), 'user.overlay.nlink'))?.toString()).toMatch(/^U[+-]\d+$/)
+    expect(await sys.lgetxattr(s.up('/a'), 'user.overlay.origin')).toEqual(await sys.overlayFh(s.low(0, '/a')))
+  })
+
   it('with index=off hard links are broken, as the kernel does by default', async () => {
     const s = await stack({ lowers: [{ a: 'shared', b: hardlink('a') }], engine: { index: false } })
     await writeMerged(s.engine, '/a', 'SH')
