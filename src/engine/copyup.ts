@@ -82,17 +82,16 @@ export class CopyUp {
     // The stat from lookup: taken before ovlfs itself read the directory (which moves its atime).
     const st = current.stat
     const target = realPath(this.upper, node.path)
-    // Linking the copy into its parent must not change the parent's times (the kernel restores them too).
-    const parentReal = realPath(this.upper, parentPath)
-    const pst = await fsp.lstat(parentReal, { bigint: true })
     const hardlinks = this.features.hardlinks
-    if (hardlinks !== undefined && current.fh !== undefined) {
-      // A name of a lower file with several names: copied once into the index, then linked (hardlinks.ts).
-      const fh = current.fh
-      const entry = current.index ?? await hardlinks.find(fh) ??
-        await hardlinks.publish(await this.build(src, current.top.layer, st, current.ino, { data: true }, true), fh, Number(st.nlink))
-      await hardlinks.linkUp(entry, target)
-    } else {
+    await keepingTimes(realPath(this.upper, parentPath), async () => {
+      if (hardlinks !== undefined && current.fh !== undefined) {
+        // A name of a lower file with several names: copied once into the index, then linked (hardlinks.ts).
+        const fh = current.fh
+        const entry = current.index ?? await hardlinks.find(fh) ??
+          await hardlinks.publish(await this.build(src, current.top.layer, st, current.ino, { data: true }, true), fh, Number(st.nlink))
+        await hardlinks.linkUp(entry, target)
+        return
+      }
       const tmp = await this.build(src, current.top.layer, st, current.ino, opts, st.isDirectory() || st.nlink === 1n)
       try {
         await renameat2(tmp, target, RENAME_NOREPLACE)
@@ -100,8 +99,7 @@ export class CopyUp {
         await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
         throw err
       }
-    }
-    await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
+    })
     this.lookup.invalidate(node.path)
     const copied = await this.lookup.get(node.path)
     // Read-only handles move to the copy, unless it holds metadata only (the data is still below).
@@ -159,25 +157,24 @@ export class CopyUp {
       await fsp.truncate(real, 0)
       await dropMetacopy(real)
     } else {
+      const data = current.data
       const st = await fsp.lstat(real, { bigint: true })
-      const [parentPath] = splitPath(node.path)
-      const parentReal = realPath(this.upper, parentPath)
-      const pst = await fsp.lstat(parentReal, { bigint: true })
-      const tmp = this.work.temp()
-      try {
-        await copyData(hitPath(current.data), tmp, 0o600)
-        await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
-        await fsp.chmod(tmp, Number(st.mode & 0o7777n))
-        // Everything but the marker and a redirect to the data (which only a metadata-only copy follows).
-        await copyXattrs(real, tmp, this.xattrs, { all: true, skip: (n) => REDIRECT_NAMES.includes(n) })
-        await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
-        if (this.sync) await fsyncPath(tmp)
-        await fsp.rename(tmp, real)
-      } catch (err) {
-        await fsp.rm(tmp, { force: true }).catch(() => {})
-        throw err
-      }
-      await utimensat(parentReal, nsToTimespec(pst.atimeNs), nsToTimespec(pst.mtimeNs), true)
+      await keepingTimes(realPath(this.upper, splitPath(node.path)[0]), async () => {
+        const tmp = this.work.temp()
+        try {
+          await copyData(hitPath(data), tmp, 0o600)
+          await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
+          await fsp.chmod(tmp, Number(st.mode & 0o7777n))
+          // Everything but the marker and a redirect to the data (which only a metadata-only copy follows).
+          await copyXattrs(real, tmp, this.xattrs, { all: true, skip: (n) => REDIRECT_NAMES.includes(n) })
+          await utimensat(tmp, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
+          if (this.sync) await fsyncPath(tmp)
+          await fsp.rename(tmp, real)
+        } catch (err) {
+          await fsp.rm(tmp, { force: true }).catch(() => {})
+          throw err
+        }
+      })
     }
     this.lookup.invalidate(node.path)
     await this.onCopiedUp(node.path, real, current)
@@ -243,6 +240,13 @@ export async function copyXattrs (src: string, dst: string, x: OverlayXattrs, op
 function isUnsupported (err: unknown): boolean {
   const c = codeOf(err)
   return c === 'EOPNOTSUPP' || c === 'ENOTSUP'
+}
+
+/** Run `fn`, which links something into `dir`, and give `dir` back its atime and mtime (the kernel restores them too). */
+async function keepingTimes (dir: string, fn: () => Promise<void>): Promise<void> {
+  const st = await fsp.lstat(dir, { bigint: true })
+  await fn()
+  await utimensat(dir, nsToTimespec(st.atimeNs), nsToTimespec(st.mtimeNs), true)
 }
 
 export function nsToTimespec (ns: bigint): { sec: number, nsec: number } {

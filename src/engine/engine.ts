@@ -14,7 +14,7 @@ import { dropSgidOnWrite, type Writer } from './privs'
 import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
 import type { XattrPermissions } from './mapping'
 import { OverrideStat } from './override-stat'
-import { Lookup, type Node, dataPath, hitPath } from './lookup'
+import { Lookup, type Node, dataInUpper, dataPath, hitPath } from './lookup'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
@@ -278,12 +278,11 @@ export class Engine {
     const fd = await openFd(dataPath(node), (flags & ~(C.O_CREAT | C.O_EXCL | C.O_NOCTTY)) | C.O_NOFOLLOW)
     if (writes) this.lookup.invalidate(path)
     // A handle on the lower data of a metadata-only copy moves to the full copy when the data is copied up.
-    const upper = (node.top.layer.isUpper && node.data === undefined) || node.index !== undefined
-    const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), upper, path, node.ino)
+    const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), dataInUpper(node), path, node.ino)
     if (!h.upper) {
       // A copy-up that finished while this lower file was being opened missed this handle.
       const now = await this.lookup.get(path)
-      if ((now.top.layer.isUpper && now.data === undefined) || now.index !== undefined) await this.handles.moveToUpper(path, dataPath(now))
+      if (dataInUpper(now)) await this.handles.moveToUpper(path, dataPath(now))
     }
     return h
   }
@@ -548,8 +547,7 @@ export class Engine {
   /** Remove a name: from the upper layer if there, and leave a whiteout when a lower layer still shows it. */
   private async remove (found: Node): Promise<void> {
     // A lower name of a file with several names is linked up first, so the other names' link count drops (hardlinks.ts).
-    const fh = await this.replacedHardLink(found)
-    const node = fh !== undefined || found.fh !== undefined ? await this.lookup.get(found.path) : found
+    const { node, fh } = await this.replacedHardLink(found)
     const [parentPath, name] = splitPath(node.path)
     const lowerPositive = await this.lookup.lowerPositive(node.path)
     const parent = await this.ensureDir(parentPath)
@@ -643,7 +641,7 @@ export class Engine {
     const metaMove = !s.isDir && this.metacopyRename && (s.data !== undefined || (!s.top.layer.isUpper && s.stat.isFile() && s.stat.nlink === 1n && s.stat.size > 0n))
     const up = await this.writable(s, metaMove ? META_ONLY : undefined)
     // A replaced name of a kept hard link: linked up first (so its other names' count drops), its index entry released after.
-    const replacedFh = d !== null && !d.isDir ? await this.replacedHardLink(d) : undefined
+    const replacedFh = d !== null && !d.isDir ? (await this.replacedHardLink(d)).fh : undefined
     const dstParent = await this.ensureDir(dstParentPath)
     const target = realPath(dstParent.top.layer, joinPath(dstParent.top.rel, dstName))
     const from = hitPath(up.top)
@@ -677,12 +675,13 @@ export class Engine {
 
   /**
    * For a name about to be replaced or removed that belongs to a kept hard link (hardlinks.ts):
-   * link it up if it is still a lower name, as the kernel does, and return its index handle.
+   * link it up if it is still a lower name, as the kernel does. Returns the name's node (linked
+   * up or as it was) and its index handle, if it has one.
    */
-  private async replacedHardLink (node: Node): Promise<Buffer | undefined> {
-    if (this.hardlinks === undefined || !node.stat.isFile() || node.stat.nlink < 2n) return undefined
+  private async replacedHardLink (node: Node): Promise<{ node: Node, fh?: Buffer }> {
+    if (this.hardlinks === undefined || !node.stat.isFile() || node.stat.nlink < 2n) return { node }
     const up = node.fh !== undefined ? await this.writable(node) : node
-    return up.top.layer.isUpper ? await this.hardlinks.originOf(hitPath(up.top)) : undefined
+    return { node: up, fh: up.top.layer.isUpper ? await this.hardlinks.originOf(hitPath(up.top)) : undefined }
   }
 
   /** Give a copied-up directory about to move the redirect the kernel would (EXDEV when it cannot be written). */

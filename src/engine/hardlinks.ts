@@ -2,6 +2,7 @@ import { promises as fsp, type BigIntStats } from 'node:fs'
 import * as path from 'node:path'
 import { RENAME_NOREPLACE, lgetxattr, lsetxattr, overlayFh, renameat2 } from '../native/sys'
 import { codeOf } from './errors'
+import { KeyedLocks } from './locks'
 
 /**
  * Hard links kept through copy-up: the kernel's `index=on`, in its layout.
@@ -36,7 +37,8 @@ export class HardLinkIndex {
    * several names resolved before are then stale (lookup.ts).
    */
   generation = 0
-  private readonly queues = new Map<string, Promise<unknown>>()
+  /** Link-ups and releases of one entry read and rewrite its count: one at a time. */
+  private readonly locks = new KeyedLocks()
 
   constructor (workdir: string, private readonly nlinkXattr: string, private readonly originXattr: string) {
     this.dir = path.join(workdir, INDEX_DIR)
@@ -117,7 +119,7 @@ export class HardLinkIndex {
 
   /** Link the entry to `target` (a name of the file not yet in the upper layer); the merged link count stays. */
   async linkUp (entry: string, target: string): Promise<void> {
-    await this.serial(entry, async () => {
+    await this.locks.with([entry], async () => {
       await fsp.link(entry, target)
       const st = await fsp.lstat(entry, { bigint: true })
       const merged = await mergedNlink(entry, st, this.nlinkXattr)
@@ -134,22 +136,13 @@ export class HardLinkIndex {
   /** After a name of an indexed file was removed: drop the entry once no name is left. */
   async release (fh: Buffer): Promise<void> {
     const p = this.entry(fh)
-    await this.serial(p, async () => {
+    await this.locks.with([p], async () => {
       const st = await fsp.lstat(p, { bigint: true }).catch(() => null)
       if (st === null || !st.isFile()) return
       if (await mergedNlink(p, st, this.nlinkXattr) > 0) return
       await fsp.unlink(p)
       this.generation++
     })
-  }
-
-  private async serial<T> (key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.queues.get(key) ?? Promise.resolve()
-    const run = prev.then(fn, fn)
-    const tail = run.catch(() => {})
-    this.queues.set(key, tail)
-    void tail.then(() => { if (this.queues.get(key) === tail) this.queues.delete(key) })
-    return await run
   }
 }
 

@@ -51,6 +51,11 @@ export function dataPath (n: Node): string {
   return n.index ?? hitPath(n.data ?? n.top)
 }
 
+/** Whether that file is in the upper filesystem (changes to it are the object's), not a lower layer. */
+export function dataInUpper (n: Node): boolean {
+  return n.index !== undefined || (n.top.layer.isUpper && n.data === undefined)
+}
+
 /**
  * `belowHidden`: the same layer also holds `.wh.NAME` (an OCI layer that deleted
  * NAME and made it anew): the layers below are not merged into it.
