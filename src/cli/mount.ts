@@ -194,6 +194,7 @@ function cacheDirs (options: MountOptions, writable: boolean): boolean {
  */
 function fuseOptions (options: MountOptions): string[] {
   const t = String(options.timeout)
+  // nonempty: a mount over a non-empty directory is allowed, as with the kernel's overlayfs and libfuse 3.
   const extra = ['use_ino', 'big_writes', 'nonempty', `entry_timeout=${t}`, 'attr_timeout=0', `negative_timeout=${t}`, 'hard_remove', ...options.fuseOptions]
   if (!extra.includes('default_permissions')) extra.push('default_permissions')
   return extra

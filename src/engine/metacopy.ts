@@ -1,6 +1,8 @@
+import * as fs from 'node:fs'
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { lsetxattr, lremovexattr } from '../native/sys'
 import { codeOf } from './errors'
+import { closeFd, openFd } from './handles'
 import { METACOPY_NAMES } from './xattrs'
 
 /**
@@ -11,11 +13,13 @@ import { METACOPY_NAMES } from './xattrs'
  * sparse file of the lower file's size with owner, mode, times, xattrs, the
  * origin record, and an empty `overlay.metacopy` xattr. Its data stays in
  * the lower file (found by looking the same name up in the layers below, as
- * the kernel does), which reads and st_blocks come from. The first change of
- * the data (open for writing, truncate, rename, link) copies the data: a
- * full copy is built in the work directory with the metadata of the upper
- * copy and renamed over it, so a crash leaves either the metadata-only copy
- * or the full one. A truncate to 0 just drops the marker.
+ * the kernel does, or where its redirect points once it was renamed), which
+ * reads and st_blocks come from. A rename moves it with a redirect to its
+ * data, as the kernel does. The first change of the data (open for writing,
+ * truncate, link) copies the data: a full copy is built in the work
+ * directory with the metadata of the upper copy and renamed over it, so a
+ * crash leaves either the metadata-only copy or the full one. A truncate to
+ * 0 just drops the marker.
  *
  * The kernel mounted with `metacopy=on` reads such an upper layer the same
  * way; with `metacopy=off` (its default) it refuses those files (EPERM), so
@@ -29,12 +33,8 @@ export function isMetacopy (st: BigIntStats, names: readonly string[]): boolean 
 
 /** Make `tmp` (not existing yet) the metadata-only copy of a file of `size` bytes: empty, sparse, marked. */
 export async function createMetacopy (tmp: string, size: bigint, metacopyXattr: string): Promise<void> {
-  const fh = await fsp.open(tmp, 'wx', 0o600)
-  try {
-    await fh.truncate(Number(size))
-  } finally {
-    await fh.close()
-  }
+  await closeFd(await openFd(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600))
+  await fsp.truncate(tmp, Number(size))
   await lsetxattr(tmp, metacopyXattr, Buffer.alloc(0))
 }
 

@@ -157,7 +157,6 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     release: (path, fh, cb) => run('release', path ?? '(unlinked)', async () => await engine.release(engine.handles.get(fh)), cb),
 
-
     fsync: (path, datasync, fh, cb) => run('fsync', path ?? '(unlinked)', async () => await engine.fsync(engine.handles.get(fh), datasync !== 0), cb),
 
     fsyncdir: (path, _datasync, _fh, cb) => run('fsyncdir', path ?? '(unlinked)', async () => { if (path !== null) await engine.fsyncdir(normPath(path)) }, cb),
