@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import type { MaybePromise } from './maybe'
 import { readdirIno, type DirentIno } from '../native/sys'
 
 /** File type of a directory entry, as readdir reports it (d_type). */
@@ -118,8 +119,11 @@ export class DirIndex {
     })
   }
 
-  /** The listing of a lower directory, or null when it is not cached (see above) or unreadable. */
-  async get (dir: string): Promise<CompactListing | null> {
+  /**
+   * The listing of a lower directory, or null when it is not cached (see
+   * above) or unreadable; synchronous when it is in the cache (maybe.ts).
+   */
+  get (dir: string): MaybePromise<CompactListing | null> {
     const hit = this.cache.get(dir)
     if (hit !== undefined) return hit
     if (this.uncacheable.has(dir)) return null
@@ -129,7 +133,7 @@ export class DirIndex {
       this.inflight.set(dir, p)
       void p.finally(() => this.inflight.delete(dir))
     }
-    return await p
+    return p
   }
 
   private async load (dir: string): Promise<CompactListing | null> {

@@ -9,7 +9,8 @@ import { InodeMap, decodeOrigin } from './inode'
 import type { HardLinkIndex } from './hardlinks'
 import { isMetacopy } from './metacopy'
 import { OPAQUE_NAMES, REDIRECT_NAMES } from './xattrs'
-import { type LayerProbe, type LookupState, lookupInLayer, readRedirect } from './redirect'
+import { type MaybePromise, andThen } from './maybe'
+import { type LayerProbe, type LookupState, type Probe, lookupInLayer, readRedirect } from './redirect'
 
 /** Where a merged name exists in one layer: the layer and the path inside it. */
 export interface Hit {
@@ -57,12 +58,6 @@ export function dataInUpper (n: Node): boolean {
 }
 
 /**
- * `belowHidden`: the same layer also holds `.wh.NAME` (an OCI layer that deleted
- * NAME and made it anew): the layers below are not merged into it.
- */
-type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean, belowHidden: boolean }
-
-/**
  * Top-down lookup through the layers, as the kernel's ovl_lookup: the first
  * layer with the name wins; a whiteout (char 0/0 or `.wh.NAME`) ends the
  * search; a directory merges with directories of the same name below it
@@ -91,15 +86,21 @@ export class Lookup {
 
   /** Resolve a merged path ('' is the root); null when it does not exist. */
   async resolve (path: string): Promise<Node | null> {
+    return await this.resolveMaybe(path)
+  }
+
+  /** resolve(), synchronous when the node is cached (maybe.ts). */
+  resolveMaybe (path: string): MaybePromise<Node | null> {
     const cached = this.cache.get(path)
     if (cached !== undefined && this.valid(cached)) return cached
     let p = this.inflight.get(path)
     if (p === undefined) {
       p = this.resolveUncached(path)
       this.inflight.set(path, p)
-      void p.finally(() => { if (this.inflight.get(path) === p) this.inflight.delete(path) }).catch(() => {})
+      const started = p
+      void p.finally(() => { if (this.inflight.get(path) === started) this.inflight.delete(path) }).catch(() => {})
     }
-    return await p
+    return p
   }
 
   /** Like resolve, but ENOENT when missing. */
@@ -148,7 +149,8 @@ export class Lookup {
 
   private async resolveChild (path: string): Promise<Node | null> {
     const [parentPath, name] = splitPath(path)
-    const parent = await this.resolve(parentPath)
+    const pending = this.resolveMaybe(parentPath)
+    const parent = pending instanceof Promise ? await pending : pending
     if (parent === null) return null
     // `.wh.*` names are markers, never objects of the merged view (they are not listed either).
     if (isWhiteoutName(name)) return null
@@ -162,7 +164,8 @@ export class Lookup {
     let rooted = false
     for (let i = 0; i < layers.length && !st.stop; i++) {
       const pd = layers[i] as Hit
-      const hit = await lookupInLayer(this.layerProbe, pd, st)
+      const found = lookupInLayer(this.layerProbe, pd, st)
+      const hit = found instanceof Promise ? await found : found
       if (hit !== undefined) {
         if (top === undefined) {
           top = hit
@@ -219,21 +222,22 @@ export class Lookup {
   }
 
   private readonly layerProbe: LayerProbe = {
-    probe: async (dir, name) => await this.probe(dir, name, { layer: dir.layer, rel: joinPath(dir.rel, name) }),
-    isOpaque: async (hit) => await this.isOpaque(hit),
-    redirectOf: async (hit) => await this.redirectOf(hit),
+    probe: (dir, name) => this.probe(dir, name, { layer: dir.layer, rel: joinPath(dir.rel, name) }),
+    isOpaque: (hit) => this.isOpaque(hit),
+    redirectOf: (hit) => this.redirectOf(hit),
     isBottom: (hit) => hit.layer.index === this.stack.layers.length - 1,
   }
 
   /** The redirect on a directory of a layer: lower layers never change, so theirs are remembered. */
-  async redirectOf (hit: Hit): Promise<string | undefined> {
+  redirectOf (hit: Hit): MaybePromise<string | undefined> {
     const real = hitPath(hit)
-    if (hit.layer.isUpper) return await readRedirect(real)
+    if (hit.layer.isUpper) return readRedirect(real)
     const known = this.lowerRedirect.get(real)
     if (known !== undefined) return known === '' ? undefined : known
-    const r = await readRedirect(real)
-    this.lowerRedirect.set(real, r ?? '')
-    return r
+    return readRedirect(real).then((r) => {
+      this.lowerRedirect.set(real, r ?? '')
+      return r
+    })
   }
 
   /**
@@ -255,40 +259,49 @@ export class Lookup {
     return this.inodes.map(Number(stat.dev), stat.ino)
   }
 
-  /** Whether `name` exists, is whited out, or is absent in the directory `dir` of one layer. */
-  private async probe (dir: Hit, name: string, hit: Hit): Promise<Probe> {
-    if (!dir.layer.isUpper) {
-      const listing = await this.dirIndex.get(hitPath(dir))
+  /**
+   * Whether `name` exists, is whited out, or is absent in the directory `dir`
+   * of one layer: from the cached listing of a lower directory without I/O
+   * (synchronously), else by lstat.
+   */
+  private probe (dir: Hit, name: string, hit: Hit): MaybePromise<Probe> {
+    if (dir.layer.isUpper) return this.probeReal(dir, name, hit)
+    return andThen(this.dirIndex.get(hitPath(dir)), (listing) => {
       if (listing !== null) {
-        const t = listing.get(name)?.type
-        if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? { kind: 'whiteout' } : { kind: 'none' }
-        if (t !== 'chr') return { kind: 'entry', isDir: t === 'dir', belowHidden: t === 'dir' && listing.has(aufsWhiteoutName(name)) }
+        const t = listing.typeOf(name)
+        if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? WHITEOUT : NONE
+        // A character device may be a whiteout (0/0): only its lstat tells.
+        if (t !== 'chr') return t === 'dir' ? (listing.has(aufsWhiteoutName(name)) ? DIR_BELOW_HIDDEN : DIR) : NON_DIR
       }
-    }
+      return this.probeReal(dir, name, hit)
+    })
+  }
+
+  private async probeReal (dir: Hit, name: string, hit: Hit): Promise<Probe> {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
     try {
       const st = await fsp.lstat(hitPath(hit), { bigint: true })
-      if (isWhiteoutStat(st)) return { kind: 'whiteout' }
+      if (isWhiteoutStat(st)) return WHITEOUT
       const isDir = st.isDirectory()
       return { kind: 'entry', isDir, belowHidden: isDir && await exists(whPath) }
     } catch (err) {
       if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err
     }
-    return await exists(whPath) ? { kind: 'whiteout' } : { kind: 'none' }
+    return await exists(whPath) ? WHITEOUT : NONE
   }
 
   /** An opaque directory hides the layers below it (xattr in either namespace, or `.wh..wh..opq` inside). */
-  async isOpaque (hit: Hit): Promise<boolean> {
+  isOpaque (hit: Hit): MaybePromise<boolean> {
     const real = hitPath(hit)
-    if (!hit.layer.isUpper) {
-      const known = this.lowerOpaque.get(real)
-      if (known !== undefined) return known
+    if (hit.layer.isUpper) return upperOpaque(real)
+    const known = this.lowerOpaque.get(real)
+    if (known !== undefined) return known
+    return (async () => {
       const listing = await this.dirIndex.get(real)
       const opaque = (listing !== null ? listing.has(WH_OPAQUE) : await exists(real + '/' + WH_OPAQUE)) || await hasOpaqueXattr(real)
       this.lowerOpaque.set(real, opaque)
       return opaque
-    }
-    return await hasOpaqueXattr(real) || await exists(real + '/' + WH_OPAQUE)
+    })()
   }
 
   /**
@@ -324,6 +337,17 @@ async function xattrNames (real: string): Promise<string[]> {
     throw err
   }
 }
+
+async function upperOpaque (real: string): Promise<boolean> {
+  return await hasOpaqueXattr(real) || await exists(real + '/' + WH_OPAQUE)
+}
+
+// Probe answers shared by every lookup (never mutated).
+const NONE: Probe = { kind: 'none' }
+const WHITEOUT: Probe = { kind: 'whiteout' }
+const NON_DIR: Probe = { kind: 'entry', isDir: false, belowHidden: false }
+const DIR: Probe = { kind: 'entry', isDir: true, belowHidden: false }
+const DIR_BELOW_HIDDEN: Probe = { kind: 'entry', isDir: true, belowHidden: true }
 
 async function hasOpaqueXattr (real: string): Promise<boolean> {
   for (const name of OPAQUE_NAMES) {

@@ -1,6 +1,7 @@
 import { lgetxattr } from '../native/sys'
 import { OvlError, codeOf } from './errors'
 import type { Hit } from './lookup'
+import { type MaybePromise, andThen } from './maybe'
 import { REDIRECT_NAMES } from './xattrs'
 
 /**
@@ -82,14 +83,21 @@ export async function redirectForRename (
   return out
 }
 
-/** What lookup needs from one layer to follow names and redirects. */
+/** Whether a name exists in one directory of one layer, is whited out there, or is absent. */
+/** `belowHidden`: the same layer also holds `.wh.NAME`, so nothing below merges into it (as if opaque). */
+export type Probe = { kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean, belowHidden?: boolean }
+
+/**
+ * What lookup needs from one layer to follow names and redirects. Answers
+ * known without I/O (cached lower listings and flags) come back synchronously
+ * (maybe.ts), so a lookup through many layers costs no promise per layer.
+ */
 export interface LayerProbe {
   /** Whether `name` exists in the directory `dir`, is whited out there, or is absent. */
-  /** `belowHidden`: the same layer also holds `.wh.NAME`, so nothing below merges into it (as if opaque). */
-  probe: (dir: Hit, name: string) => Promise<{ kind: 'none' } | { kind: 'whiteout' } | { kind: 'entry', isDir: boolean, belowHidden?: boolean }>
-  isOpaque: (hit: Hit) => Promise<boolean>
+  probe: (dir: Hit, name: string) => MaybePromise<Probe>
+  isOpaque: (hit: Hit) => MaybePromise<boolean>
   /** The redirect on a directory of a layer (cached for lower layers). */
-  redirectOf: (hit: Hit) => Promise<string | undefined>
+  redirectOf: (hit: Hit) => MaybePromise<string | undefined>
   /** Whether the layer is the bottom one (whose redirects and opaque markers matter to no one). */
   isBottom: (hit: Hit) => boolean
 }
@@ -110,8 +118,13 @@ export interface LookupState {
  * an absolute path. Returns where it was found, if anywhere, and updates the
  * state: stop, isDir, and the name the layers below will look for.
  */
-export async function lookupInLayer (lp: LayerProbe, parent: Hit, st: LookupState): Promise<Hit | undefined> {
-  if (!st.name.startsWith('/')) return await lookupSingle(lp, parent, st.name, st, 0, '')
+export function lookupInLayer (lp: LayerProbe, parent: Hit, st: LookupState): MaybePromise<Hit | undefined> {
+  if (!st.name.startsWith('/')) return lookupSingle(lp, parent, st.name, st, 0, '')
+  return lookupAbsolute(lp, parent, st)
+}
+
+/** An absolute redirect: its path components one by one from the layer root. */
+async function lookupAbsolute (lp: LayerProbe, parent: Hit, st: LookupState): Promise<Hit | undefined> {
   const comps = st.name.slice(1).split('/')
   let base: Hit = { layer: parent.layer, rel: '' }
   for (let i = 0; i < comps.length; i++) {
@@ -127,35 +140,43 @@ export async function lookupInLayer (lp: LayerProbe, parent: Hit, st: LookupStat
 }
 
 /** One path element in one layer (ovl_lookup_single). */
-async function lookupSingle (lp: LayerProbe, dir: Hit, comp: string, st: LookupState, prelen: number, post: string): Promise<Hit | undefined> {
-  const last = post === ''
-  const r = await lp.probe(dir, comp)
-  if (r.kind === 'none') return undefined
-  if (r.kind === 'whiteout') {
-    st.stop = true
-    return undefined
-  }
-  const hit: Hit = { layer: dir.layer, rel: dir.rel + '/' + comp }
-  if (!r.isDir) {
-    // Below a directory a non-directory ends the merge; on its own it is the result, and nothing merges below it.
-    st.stop = true
-    return st.isDir || !last ? undefined : hit
-  }
-  if (last) st.isDir = true
-  if (lp.isBottom(hit)) return hit
-  if (r.belowHidden === true || await lp.isOpaque(hit)) {
-    st.stop = true
-    return hit
-  }
-  const redirect = await lp.redirectOf(hit)
-  if (redirect !== undefined) {
-    if (redirect.startsWith('/')) {
-      // An absolute redirect below an opaque ancestor still leads on.
-      st.stop = false
-      st.name = redirect + post
-    } else {
-      st.name = st.name.slice(0, prelen) + redirect + post
+function lookupSingle (lp: LayerProbe, dir: Hit, comp: string, st: LookupState, prelen: number, post: string): MaybePromise<Hit | undefined> {
+  return andThen(lp.probe(dir, comp), (r) => {
+    const last = post === ''
+    if (r.kind === 'none') return undefined
+    if (r.kind === 'whiteout') {
+      st.stop = true
+      return undefined
     }
-  }
-  return hit
+    const hit: Hit = { layer: dir.layer, rel: dir.rel + '/' + comp }
+    if (!r.isDir) {
+      // Below a directory a non-directory ends the merge; on its own it is the result, and nothing merges below it.
+      st.stop = true
+      return st.isDir || !last ? undefined : hit
+    }
+    if (last) st.isDir = true
+    if (lp.isBottom(hit)) return hit
+    if (r.belowHidden === true) {
+      st.stop = true
+      return hit
+    }
+    return andThen(lp.isOpaque(hit), (opaque) => {
+      if (opaque) {
+        st.stop = true
+        return hit
+      }
+      return andThen(lp.redirectOf(hit), (redirect) => {
+        if (redirect !== undefined) {
+          if (redirect.startsWith('/')) {
+            // An absolute redirect below an opaque ancestor still leads on.
+            st.stop = false
+            st.name = redirect + post
+          } else {
+            st.name = st.name.slice(0, prelen) + redirect + post
+          }
+        }
+        return hit
+      })
+    })
+  })
 }
