@@ -7,7 +7,7 @@ import { makeOps } from '../fuse/adapter'
 import { FuseMount } from '../fuse/binding'
 import type { MountOptions } from '../fuse/options'
 import { CliError } from './errors'
-import { mountIdsAt, type ValidatedLayers } from './validate'
+import { mountIdsAt, mountIdsAtAsync, type ValidatedLayers } from './validate'
 
 /**
  * Memory bounds of the daemon's caches (peak RSS target 96 MiB; an idle
@@ -142,10 +142,17 @@ export async function serve (req: ServeRequest): Promise<number> {
       log.info({ why }, 'unmounted')
       resolve(0)
     }
-    // The session's end (destroy) tells us about an unmount from outside; polling mountinfo is the safety net.
+    // The session's end (destroy) tells us about an unmount from outside; polling mountinfo is the
+    // safety net, read asynchronously (with many mounts it is a large file; reading it on the JS
+    // thread every half second took 1-2 % of the daemon's time from requests).
+    let polling = false
     const timer = setInterval(() => {
-      if (!mountIdsAt(layers.mountpoint).some(m => m.id === mountId)) finish('unmounted from outside')
-    }, 500)
+      if (polling) return
+      polling = true
+      mountIdsAtAsync(layers.mountpoint).then((ids) => {
+        if (!ids.some(m => m.id === mountId)) finish('unmounted from outside')
+      }, () => {}).finally(() => { polling = false })
+    }, 1000)
     fuse.unmounted.then(() => finish('session ended'), () => {})
     onSignal = (sig: string): void => {
       log.info({ sig }, 'signal: unmounting')

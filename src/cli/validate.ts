@@ -93,8 +93,17 @@ export function isMountpoint (dir: string): boolean {
 
 /** Mount IDs of the mounts at `dir` (mountinfo field 1), with their fs type. */
 export function mountIdsAt (dir: string): Array<{ id: number, fstype: string }> {
+  return mountIdsIn(fs.readFileSync('/proc/self/mountinfo', 'utf8'), dir)
+}
+
+/** mountIdsAt without blocking the event loop (the daemon's watch for an unmount from outside). */
+export async function mountIdsAtAsync (dir: string): Promise<Array<{ id: number, fstype: string }>> {
+  return mountIdsIn(await fs.promises.readFile('/proc/self/mountinfo', 'utf8'), dir)
+}
+
+function mountIdsIn (mountinfo: string, dir: string): Array<{ id: number, fstype: string }> {
   const out: Array<{ id: number, fstype: string }> = []
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  for (const line of mountinfo.split('\n')) {
     const f = line.split(' ')
     if (f.length < 10) continue
     const sep = f.indexOf('-')
