@@ -87,6 +87,13 @@ export interface FuseStat {
    * attr_timeout applies instead).
    */
   invalidatable?: boolean;
+  /**
+   * The mount root: the kernel never looks it up, so no LOOKUP reply told the
+   * addon its st_ino; this records it as the root's node, so an invalidatable
+   * root keeps its attrTimeout (without it every path walk from the mount
+   * root re-sent GETATTR "/", doubling the requests of a stat).
+   */
+  isRoot?: boolean;
 }
 
 export interface FuseStatfs {
