@@ -15,6 +15,7 @@ import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from
 import type { XattrPermissions } from './mapping'
 import { OverrideStat } from './override-stat'
 import { Lookup, type Node, dataInUpper, dataPath, hitPath } from './lookup'
+import { type MaybePromise, andThen } from './maybe'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
@@ -194,8 +195,17 @@ export class Engine {
    * mounted: they change only through an operation on this very name, which
    * copies the object up first). The FUSE layer lets the kernel cache those.
    */
-  async getattrWithOrigin (path: string): Promise<{ attr: Attr, lower: boolean }> {
-    const node = await this.lookup.get(path)
+  getattrWithOrigin (path: string): MaybePromise<{ attr: Attr, lower: boolean }> {
+    return andThen(this.lookup.getMaybe(path), (node) => {
+      // A lower object (not a hard link served from its index entry): its attributes are its lstat at lookup.
+      if (!node.top.layer.isUpper && node.index === undefined && this.override === undefined) {
+        return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower: true }
+      }
+      return this.attrsOf(node)
+    })
+  }
+
+  private async attrsOf (node: Node): Promise<{ attr: Attr, lower: boolean }> {
     const lower = !node.top.layer.isUpper && node.index === undefined
     // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
     const real = node.index ?? hitPath(node.top)

@@ -8,6 +8,7 @@ import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './w
 import { InodeMap, decodeOrigin } from './inode'
 import type { HardLinkIndex } from './hardlinks'
 import { isMetacopy } from './metacopy'
+import { LowerStat } from './lower-stat'
 import { OPAQUE_NAMES, REDIRECT_NAMES } from './xattrs'
 import { type MaybePromise, andThen } from './maybe'
 import { type LayerProbe, type LookupState, type Probe, lookupInLayer, readRedirect } from './redirect'
@@ -57,6 +58,21 @@ export function dataInUpper (n: Node): boolean {
   return n.index !== undefined || (n.top.layer.isUpper && n.data === undefined)
 }
 
+/** One name's lookup through the layers, as resolveChild goes (scan, take, childNode). */
+interface Scan {
+  readonly parent: Node
+  readonly path: string
+  readonly name: string
+  readonly st: LookupState
+  /** The parent's part in each layer, top first (the layer roots below an absolute redirect). */
+  layers: readonly Hit[]
+  i: number
+  rooted: boolean
+  top?: Hit
+  stat?: BigIntStats
+  readonly dirs: Hit[]
+}
+
 /**
  * Top-down lookup through the layers, as the kernel's ovl_lookup: the first
  * layer with the name wins; a whiteout (char 0/0 or `.wh.NAME`) ends the
@@ -70,6 +86,7 @@ export class Lookup {
   private readonly lowerOpaque = new LRUCache<string, boolean>({ max: 50_000 })
   private readonly lowerRedirect = new LRUCache<string, string>({ max: 50_000 })
   readonly dirIndex: DirIndex
+  private readonly lowerStat = new LowerStat()
 
   readonly inodes: InodeMap
 
@@ -89,13 +106,20 @@ export class Lookup {
     return await this.resolveMaybe(path)
   }
 
-  /** resolve(), synchronous when the node is cached (maybe.ts). */
+  /**
+   * resolve(), synchronous when the node is cached, or when every answer it
+   * needs is known without waiting (cached lower listings, a lower object's
+   * lstat: see maybe.ts and lower-stat.ts). Only lookups that wait are shared
+   * by concurrent callers (inflight).
+   */
   resolveMaybe (path: string): MaybePromise<Node | null> {
     const cached = this.cache.get(path)
     if (cached !== undefined && this.valid(cached)) return cached
     let p = this.inflight.get(path)
     if (p === undefined) {
-      p = this.resolveUncached(path)
+      const r = this.resolveUncached(path)
+      if (!(r instanceof Promise)) return r
+      p = r
       this.inflight.set(path, p)
       const started = p
       void p.finally(() => { if (this.inflight.get(path) === started) this.inflight.delete(path) }).catch(() => {})
@@ -105,9 +129,15 @@ export class Lookup {
 
   /** Like resolve, but ENOENT when missing. */
   async get (path: string): Promise<Node> {
-    const n = await this.resolve(path)
-    if (n === null) throw new OvlError('ENOENT', `no such file or directory: ${path || '/'}`)
-    return n
+    return await this.getMaybe(path)
+  }
+
+  /** get(), synchronous when resolveMaybe is. */
+  getMaybe (path: string): MaybePromise<Node> {
+    return andThen(this.resolveMaybe(path), (n) => {
+      if (n === null) throw new OvlError('ENOENT', `no such file or directory: ${path || '/'}`)
+      return n
+    })
   }
 
   /** Forget a name (after any change to it); a directory's descendants become invalid too. */
@@ -134,10 +164,11 @@ export class Lookup {
     return true
   }
 
-  private async resolveUncached (path: string): Promise<Node | null> {
-    const node = path === '' ? await this.resolveRoot() : await this.resolveChild(path)
-    if (node !== null) this.cache.set(path, node)
-    return node
+  private resolveUncached (path: string): MaybePromise<Node | null> {
+    return andThen(path === '' ? this.resolveRoot() : this.resolveChild(path), (node) => {
+      if (node !== null) this.cache.set(path, node)
+      return node
+    })
   }
 
   private async resolveRoot (): Promise<Node> {
@@ -147,40 +178,59 @@ export class Lookup {
     return { path: '', parent: undefined, top, stat, isDir: true, ino: await this.inoOf(top, stat, dirs), dirs, stale: false }
   }
 
-  private async resolveChild (path: string): Promise<Node | null> {
+  private resolveChild (path: string): MaybePromise<Node | null> {
     const [parentPath, name] = splitPath(path)
-    const pending = this.resolveMaybe(parentPath)
-    const parent = pending instanceof Promise ? await pending : pending
-    if (parent === null) return null
-    // `.wh.*` names are markers, never objects of the merged view (they are not listed either).
-    if (isWhiteoutName(name)) return null
-    if (!parent.isDir) throw new OvlError('ENOTDIR', `not a directory: ${parentPath}`)
-    let top: Hit | undefined
-    let stat: BigIntStats | undefined
-    const dirs: Hit[] = []
-    // Each layer is asked for the name in the parent's part of it, until a redirect (redirect.ts) changes the name.
-    const st: LookupState = { name, isDir: false, stop: false }
-    let layers: readonly Hit[] = parent.dirs
-    let rooted = false
-    for (let i = 0; i < layers.length && !st.stop; i++) {
-      const pd = layers[i] as Hit
-      const found = lookupInLayer(this.layerProbe, pd, st)
-      const hit = found instanceof Promise ? await found : found
-      if (hit !== undefined) {
-        if (top === undefined) {
-          top = hit
-          stat = await fsp.lstat(hitPath(hit), { bigint: true })
-        }
-        dirs.push(hit)
-      }
-      if (!rooted && st.name.startsWith('/')) {
-        // An absolute redirect: the layers below are searched from their roots.
-        rooted = true
-        layers = this.stack.layers.filter(l => l.index > pd.layer.index).map(l => ({ layer: l, rel: '' }))
-        i = -1
-      }
+    return andThen(this.resolveMaybe(parentPath), (parent) => {
+      if (parent === null) return null
+      // `.wh.*` names are markers, never objects of the merged view (they are not listed either).
+      if (isWhiteoutName(name)) return null
+      if (!parent.isDir) throw new OvlError('ENOTDIR', `not a directory: ${parentPath}`)
+      const s: Scan = { parent, path, name, st: { name, isDir: false, stop: false }, layers: parent.dirs, i: 0, rooted: false, dirs: [] }
+      return andThen(this.scan(s), () => this.childNode(s))
+    })
+  }
+
+  /**
+   * Ask each layer for the name in the parent's part of it, until a
+   * whiteout, an opaque directory or a non-directory ends the merge, or a
+   * redirect (redirect.ts) changes the name; synchronous as long as every
+   * answer is known without waiting.
+   */
+  private scan (s: Scan): MaybePromise<void> {
+    while (s.i < s.layers.length && !s.st.stop) {
+      const pd = s.layers[s.i] as Hit
+      const found = lookupInLayer(this.layerProbe, pd, s.st)
+      const took = found instanceof Promise ? found.then(hit => this.take(s, pd, hit)) : this.take(s, pd, found)
+      if (took instanceof Promise) return took.then(() => this.scan(s))
     }
+  }
+
+  /** One layer's answer: the first hit is the top, whose lstat is the node's; an absolute redirect restarts from the roots of the layers below. */
+  private take (s: Scan, pd: Hit, hit: Hit | undefined): MaybePromise<void> {
+    s.i++
+    if (!s.rooted && s.st.name.startsWith('/')) {
+      s.rooted = true
+      s.layers = this.stack.layers.filter(l => l.index > pd.layer.index).map(l => ({ layer: l, rel: '' }))
+      s.i = 0
+    }
+    if (hit === undefined) return
+    s.dirs.push(hit)
+    if (s.top !== undefined) return
+    s.top = hit
+    return andThen(this.statOf(hit), (stat) => { s.stat = stat })
+  }
+
+  /** The node the scan found, if any: at once for a lower object with one name, else after reading what the upper copy or the index records. */
+  private childNode (s: Scan): MaybePromise<Node | null> {
+    const { top, stat } = s
     if (top === undefined || stat === undefined) return null
+    if (top.layer.isUpper || (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n)) return this.recordedChildNode(s, top, stat)
+    const isDir = stat.isDirectory()
+    return { path: s.path, parent: s.parent, top, stat, isDir, ino: this.inodes.map(Number(stat.dev), stat.ino), dirs: isDir ? s.dirs : [top], stale: false }
+  }
+
+  private async recordedChildNode (s: Scan, top: Hit, stat: BigIntStats): Promise<Node> {
+    const { path, parent, name, dirs } = s
     // One listxattr tells an upper object's origin record and metacopy marker apart from nothing at all.
     const names = top.layer.isUpper ? await xattrNames(hitPath(top)) : undefined
     const ino = await this.inoOf(top, stat, dirs, names)
@@ -279,15 +329,32 @@ export class Lookup {
 
   private async probeReal (dir: Hit, name: string, hit: Hit): Promise<Probe> {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
-    try {
-      const st = await fsp.lstat(hitPath(hit), { bigint: true })
-      if (isWhiteoutStat(st)) return WHITEOUT
-      const isDir = st.isDirectory()
-      return { kind: 'entry', isDir, belowHidden: isDir && await exists(whPath) }
-    } catch (err) {
-      if (codeOf(err) !== 'ENOENT' && codeOf(err) !== 'ENOTDIR') throw err
+    const whExists = async (): Promise<boolean> => {
+      try {
+        return await this.lowerStat.lstat(dir.layer, whPath) !== undefined
+      } catch {
+        return false
+      }
     }
-    return await exists(whPath) ? WHITEOUT : NONE
+    try {
+      const st = await this.lowerStat.lstat(dir.layer, hitPath(hit))
+      if (st !== undefined) {
+        if (isWhiteoutStat(st)) return WHITEOUT
+        const isDir = st.isDirectory()
+        return { kind: 'entry', isDir, belowHidden: isDir && await whExists() }
+      }
+    } catch (err) {
+      if (codeOf(err) !== 'ENOTDIR') throw err
+    }
+    return await whExists() ? WHITEOUT : NONE
+  }
+
+  /** lstat of a name found in a layer (lower layers: see lower-stat.ts). */
+  private statOf (hit: Hit): MaybePromise<BigIntStats> {
+    return andThen(this.lowerStat.lstat(hit.layer, hitPath(hit)), (st) => {
+      if (st === undefined) throw new OvlError('ENOENT', `${hitPath(hit)} vanished from its layer during lookup`)
+      return st
+    })
   }
 
   /** An opaque directory hides the layers below it (xattr in either namespace, or `.wh..wh..opq` inside). */

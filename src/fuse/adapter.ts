@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Attr, Caller, Engine } from '../engine/engine'
 import { OvlError, errnoOf } from '../engine/errors'
 import { normPath } from '../engine/layers'
+import { type MaybePromise, andThen } from '../engine/maybe'
 import { IdMapping, isAclXattr, staticNlink } from '../engine/mapping'
 import type { CallerContext, FuseOps, FuseStat, Timespec } from './binding'
 
@@ -64,19 +65,30 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     return view.staticNlink ? staticNlink(mapped) : mapped
   }
 
-  /** Run an engine call and answer FUSE: cb(0, result) or cb(-errno). */
-  function run<T> (op: string, path: string, work: () => Promise<T>, reply: (err: number, value?: T) => void): void {
-    work().then(
-      (value) => {
-        if (debug) log.debug({ op, path }, op)
-        reply(0, value)
-      },
-      (err: unknown) => {
-        const errno = errnoOf(err)
-        if (debug || errno === 5) log[errno === 5 ? 'warn' : 'debug']({ op, path, errno, err: String(err) }, `${op} failed`)
-        reply(-errno)
-      },
-    )
+  /**
+   * Run an engine call and answer FUSE: cb(0, result) or cb(-errno). A call
+   * that finished without waiting (a cached lookup) is answered at once, with
+   * no promise in between (maybe.ts).
+   */
+  function run<T> (op: string, path: string, work: () => MaybePromise<T>, reply: (err: number, value?: T) => void): void {
+    const ok = (value: T): void => {
+      if (debug) log.debug({ op, path }, op)
+      reply(0, value)
+    }
+    const fail = (err: unknown): void => {
+      const errno = errnoOf(err)
+      if (debug || errno === 5) log[errno === 5 ? 'warn' : 'debug']({ op, path, errno, err: String(err) }, `${op} failed`)
+      reply(-errno)
+    }
+    let result: MaybePromise<T>
+    try {
+      result = work()
+    } catch (err) {
+      fail(err)
+      return
+    }
+    if (result instanceof Promise) result.then(ok, fail)
+    else ok(result)
   }
 
   /** The requesting process's ids, mapped merged → host (the owner new objects get on disk). */
@@ -90,19 +102,19 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     destroy: (cb) => cb(0),
 
-    getattr: (path, cb) => run('getattr', path, async () => {
-      const { attr, lower } = await engine.getattrWithOrigin(normPath(path))
+    getattr: (path, cb) => run('getattr', path, () => andThen(engine.getattrWithOrigin(normPath(path)), ({ attr, lower }) => {
       const st = present(attr)
       if (lowerTimeout > 0) {
         // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
         if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {
           st.attrTimeout = lowerTimeout
           st.invalidatable = true
+          if (path === '/') st.isRoot = true
         }
         if (lower) st.entryTimeout = lowerTimeout
       }
       return st
-    }, cb),
+    }), cb),
 
     fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
       present(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
