@@ -4,6 +4,8 @@
 // with outputs equal to the kernel's. No timing is asserted: the machine is
 // shared and timings are a report, not a test. A missing fuse-overlayfs, a
 // missing build or a non-root user fail the test (the benchmark exits 2).
+// Then scripts/bench/split.js (per-lookup cost: binding vs engine) on the same
+// quick data set.
 
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -79,4 +81,20 @@ describe('benchmark smoke test (--quick --strict)', () => {
     // The table printed on stdout has a row per workload.
     for (const w of names) expect(r.stdout).toContain(`| ${w}`)
   }, 900_000)
+
+  it('split.js (binding vs engine per lookup) gets through on the quick data set with the results it expects', async () => {
+    const out = path.join(tmp, 'split.json')
+    const r = await runBench([path.join(REPO, 'scripts/bench/split.js'), '--scale', 'quick', '--runs', '1', '--out', out])
+    expect(r.status, `split.js exit ${String(r.status)}:\n${r.stderr.slice(-3000)}`).toBe(0)
+    const json = JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Array<{ case: string, perStat: Record<string, { wallUs: number, cpuUs: number }> }> }
+    expect(json.results.map(x => x.case)).toEqual(['stat-bottom-2', 'stat-bottom-40', 'stat-missing-40'])
+    for (const x of json.results) {
+      // split.js itself fails when a name is not found (or found) as expected; here every figure must be there.
+      for (const impl of ['null', 'engine', 'ovlfs', 'fuse-overlayfs']) {
+        expect(x.perStat[impl]?.wallUs, `${x.case} / ${impl}`).toBeGreaterThan(0)
+        expect(x.perStat[impl]?.cpuUs, `${x.case} / ${impl}`).toBeGreaterThanOrEqual(0)
+      }
+      expect(r.stdout).toContain(`| ${x.case} |`)
+    }
+  }, 300_000)
 })
