@@ -5,10 +5,10 @@
 // layers of the first two tests are fingerprinted (content, metadata, xattrs, mtime,
 // ctime) when made and checked by the last test.
 //
-// Not covered: EIO from a layer. Injecting it needs a faulty block device (dm-error,
-// dm-flakey) or a FUSE lower layer of our own; root ignores permission bits, so chmod 000
-// cannot stand in.
-import { spawnSync } from 'node:child_process'
+// EIO from a layer: the layer is a small FUSE file system of our own
+// (harness/eio-fs.js, served by a child process through ovlfs's binding) whose
+// getattr, read or readdir of given names fails with EIO.
+import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomFillSync } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -351,6 +351,58 @@ describe('faults and limits', () => {
       await unmount(o.mnt)
     })
   })
+
+  it('EIO from a lower layer (lookup, read, listing, copy-up): EIO on those calls only, nothing left behind, the daemon survives', async () => {
+    const r = root('eio')
+    const eioMnt = path.join(r, 'eiofs')
+    fs.mkdirSync(eioMnt)
+    const server = spawn(process.execPath, [path.join(__dirname, 'harness', 'eio-fs.js'), eioMnt], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let serverErr = ''
+    server.stderr.setEncoding('utf8').on('data', (d: string) => { serverErr += d })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.stdout.once('data', () => resolve())
+        server.once('exit', (code) => reject(new Error(`eio-fs exited with ${String(code)}: ${serverErr}`)))
+      })
+      const o: Overlay = { lowers: [eioMnt, path.join(r, 'l1')], upper: path.join(r, 'upper'), work: path.join(r, 'work'), mnt: path.join(r, 'mnt') }
+      put(path.join(o.lowers[1]!, 'below'), 'below\n')
+      put(path.join(o.lowers[1]!, 'gooddir', 'g'), 'g\n')
+      for (const d of [o.upper, o.work, o.mnt]) fs.mkdirSync(d)
+      await mountFuse(o)
+      const pid = daemonPid(o.mnt)
+      const m = (p: string): string => path.join(o.mnt, p)
+      try {
+        expect(fs.readdirSync(o.mnt).sort()).toEqual(['below', 'eio-dir', 'eio-read', 'eio-stat', 'good', 'gooddir'])
+        expect(fs.readFileSync(m('good'), 'utf8')).toBe('good\n')
+        expect(codeOf(() => fs.statSync(m('eio-stat')))).toBe('EIO')
+        expect(codeOf(() => fs.readFileSync(m('eio-read')))).toBe('EIO')
+        expect(codeOf(() => fs.readdirSync(m('eio-dir')))).toBe('EIO')
+        // A copy-up whose data cannot be read: EIO, and nothing of it in the upper layer or the work dir.
+        expect(codeOf(() => fs.appendFileSync(m('eio-read'), 'more'))).toBe('EIO')
+        expect(fs.readdirSync(o.upper)).toEqual([])
+        expect(workEntries(o)).toEqual([])
+        // The rest of the mount works: the other layer, a merged directory, new files, copy-ups of readable files.
+        expect(alive(pid)).toBe(true)
+        expect(fs.readFileSync(m('below'), 'utf8')).toBe('below\n')
+        expect(fs.readdirSync(m('gooddir')).sort()).toEqual(['f', 'g'])
+        fs.writeFileSync(m('new'), 'new\n')
+        fs.appendFileSync(m('good'), 'more\n')
+        expect(fs.readFileSync(m('good'), 'utf8')).toBe('good\nmore\n')
+        expect(fs.readFileSync(path.join(o.upper, 'good'), 'utf8')).toBe('good\nmore\n')
+        // The failing names fail the same way again (nothing cached as missing or broken).
+        expect(codeOf(() => fs.statSync(m('eio-stat')))).toBe('EIO')
+        expect(codeOf(() => fs.readFileSync(m('eio-read')))).toBe('EIO')
+        expect(alive(pid)).toBe(true)
+      } finally {
+        await unmount(o.mnt)
+      }
+      expect(workEntries(o)).toEqual([])
+    } finally {
+      server.kill('SIGTERM')
+      await new Promise((resolve) => { if (server.exitCode !== null) resolve(null); else server.once('exit', resolve) })
+      if (isMounted(eioMnt)) spawnSync('fusermount', ['-uz', eioMnt], { stdio: 'ignore' })
+    }
+  }, 120_000)
 
   it('lower layers were never written (fingerprints of the full-disk and fd tests)', () => {
     expect(guard.roots.length).toBe(2)

@@ -320,8 +320,9 @@ export class Lookup {
       if (listing !== null) {
         const t = listing.typeOf(name)
         if (t === undefined) return listing.has(aufsWhiteoutName(name)) ? WHITEOUT : NONE
-        // A character device may be a whiteout (0/0): only its lstat tells.
-        if (t !== 'chr') return t === 'dir' ? (listing.has(aufsWhiteoutName(name)) ? DIR_BELOW_HIDDEN : DIR) : NON_DIR
+        // A character device may be a whiteout (0/0): only its lstat tells; so does a
+        // file system that gives no d_type (DT_UNKNOWN: some network and FUSE ones, xfs without ftype).
+        if (t !== 'chr' && t !== 'unknown') return t === 'dir' ? (listing.has(aufsWhiteoutName(name)) ? DIR_BELOW_HIDDEN : DIR) : NON_DIR
       }
       return this.probeReal(dir, name, hit)
     })

@@ -43,8 +43,14 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[],
       }
       if (seen.has(name)) continue
       seen.add(name)
-      if (type === 'chr' && await isCharWhiteout(hitPath(hit) + '/' + name)) continue
-      out.push({ name, type, hit, realIno: ino })
+      // Without d_type (DT_UNKNOWN) only lstat tells a whiteout; the entry is listed with its real type then.
+      let t = type
+      if (t === 'chr' || t === 'unknown') {
+        const real = await lstatType(hitPath(hit) + '/' + name)
+        if (real === 'whiteout') continue
+        if (real !== undefined) t = real
+      }
+      out.push({ name, type: t, hit, realIno: ino })
     }
     for (const name of hiddenBelow) seen.add(name)
   }
@@ -70,10 +76,13 @@ async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
   return await listDir(real)
 }
 
-async function isCharWhiteout (p: string): Promise<boolean> {
+/** A layer entry's type from lstat ('whiteout' for char 0/0); undefined when it cannot be read. */
+async function lstatType (p: string): Promise<EntryType | 'whiteout' | undefined> {
   try {
-    return isWhiteoutStat(await fsp.lstat(p))
+    const st = await fsp.lstat(p)
+    if (isWhiteoutStat(st)) return 'whiteout'
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'sock' : 'unknown'
   } catch {
-    return false
+    return undefined
   }
 }
