@@ -24,6 +24,7 @@ const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
 const L = require('./lib')
 const M = require('./mounts')
+const { median } = require('./report')
 
 const REPO = path.join(__dirname, '..', '..')
 const STAT_NAMES = path.join(__dirname, 'stat-names.js')
@@ -119,8 +120,6 @@ async function runNull (bottomPrefix, prefix, count) {
     fs.rmdirSync(t)
   }
 }
-
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] }
 
 async function main () {
   const args = parseArgs(process.argv.slice(2))

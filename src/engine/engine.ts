@@ -197,16 +197,14 @@ export class Engine {
    */
   getattrWithOrigin (path: string): MaybePromise<{ attr: Attr, lower: boolean }> {
     return andThen(this.lookup.getMaybe(path), (node) => {
+      const lower = !node.top.layer.isUpper && node.index === undefined
       // A lower object (not a hard link served from its index entry): its attributes are its lstat at lookup.
-      if (!node.top.layer.isUpper && node.index === undefined && this.override === undefined) {
-        return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower: true }
-      }
-      return this.attrsOf(node)
+      if (lower && this.override === undefined) return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower }
+      return this.attrsOf(node, lower)
     })
   }
 
-  private async attrsOf (node: Node): Promise<{ attr: Attr, lower: boolean }> {
-    const lower = !node.top.layer.isUpper && node.index === undefined
+  private async attrsOf (node: Node, lower: boolean): Promise<{ attr: Attr, lower: boolean }> {
     // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
     const real = node.index ?? hitPath(node.top)
     const st = lower ? node.stat : await fsp.lstat(real, { bigint: true })

@@ -121,8 +121,7 @@ export class Lookup {
       if (!(r instanceof Promise)) return r
       p = r
       this.inflight.set(path, p)
-      const started = p
-      void p.finally(() => { if (this.inflight.get(path) === started) this.inflight.delete(path) }).catch(() => {})
+      void p.finally(() => { if (this.inflight.get(path) === p) this.inflight.delete(path) }).catch(() => {})
     }
     return p
   }

@@ -1,5 +1,5 @@
 import { promises as fsp } from 'node:fs'
-import { listDir, type EntryType, type Listing } from './dir-index'
+import { dtType, listDir, type EntryType, type Listing } from './dir-index'
 import type { Lookup, Node, Hit } from './lookup'
 import { hitPath } from './lookup'
 import { UNREPRESENTABLE_PREFIX } from '../native/sys'
@@ -81,7 +81,8 @@ async function lstatType (p: string): Promise<EntryType | 'whiteout' | undefined
   try {
     const st = await fsp.lstat(p)
     if (isWhiteoutStat(st)) return 'whiteout'
-    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : st.isFIFO() ? 'fifo' : st.isSocket() ? 'sock' : 'unknown'
+    // d_type is the file type bits of st_mode, shifted (DT_DIR = S_IFDIR >> 12, ...).
+    return dtType((st.mode & 0o170000) >> 12)
   } catch {
     return undefined
   }
