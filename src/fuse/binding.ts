@@ -27,7 +27,9 @@
  * - chown gets uid / gid 0xFFFFFFFF for "leave unchanged".
  * - utimens gets {sec, nsec} pairs; nsec === UTIME_NOW means "now",
  *   nsec === UTIME_OMIT means "leave unchanged" (sec is then meaningless).
- * - readdir calls back (0, names, stats?): names should include '.' and '..';
+ * - readdir calls back (0, names, stats?) or (0, packDirents(...)) (patch
+ *   item 18: one Buffer instead of a string and a stat array per entry; the
+ *   addon reads it without a call per entry): names should include '.' and '..';
  *   stats (same length as names) supply d_ino (with the use_ino option) and the
  *   d_type. There is no offset and no fh: one call returns the whole directory.
  * - create: (path, mode, flags); mode has the file type bit and is already
@@ -144,7 +146,8 @@ export interface FuseOps {
   flush?(path: string | null, fh: number, cb: StatusCallback): void;
   fsync?(path: string | null, datasync: number, fh: number, cb: StatusCallback): void;
   fsyncdir?(path: string | null, datasync: number, fh: number, cb: StatusCallback): void;
-  readdir?(path: string | null, cb: (status: Status, names?: string[], stats?: FuseStat[]) => void): void;
+  /** names: the names, or packDirents()'s Buffer (then no stats). */
+  readdir?(path: string | null, cb: (status: Status, names?: string[] | Buffer, stats?: FuseStat[]) => void): void;
   truncate?(path: string, size: number, cb: StatusCallback): void;
   ftruncate?(path: string | null, fh: number, size: number, cb: StatusCallback): void;
   utimens?(path: string, atime: Timespec, mtime: Timespec, cb: StatusCallback): void;
@@ -243,6 +246,27 @@ export class OvlfsFuse extends FuseNative {
   }
 }
 
+/**
+ * A directory listing as readdir's one-Buffer answer (patch item 18): per
+ * entry uint32 ino low, ino high, mode (the type bits are what counts), the
+ * name's length in bytes, then the name and a NUL, padded to 4 bytes.
+ */
+export function packDirents(entries: ReadonlyArray<{ readonly name: string; readonly ino: number; readonly mode: number }>): Buffer {
+  let size = 0;
+  for (const e of entries) size += (16 + Buffer.byteLength(e.name) + 1 + 3) & ~3;
+  const buf = Buffer.alloc(size);
+  let pos = 0;
+  for (const e of entries) {
+    const len = buf.write(e.name, pos + 16);
+    buf.writeUInt32LE(e.ino % 0x100000000, pos);
+    buf.writeUInt32LE(Math.floor(e.ino / 0x100000000), pos + 4);
+    buf.writeUInt32LE(e.mode, pos + 8);
+    buf.writeUInt32LE(len, pos + 12);
+    pos += (16 + len + 1 + 3) & ~3;
+  }
+  return buf;
+}
+
 export class FuseMount {
   readonly mountpoint: string;
   /** The -o string handed to libfuse. */
@@ -333,6 +357,26 @@ export class FuseMount {
   invalidateIno(ino: number): number {
     if (this.ended) return -2;
     return this.fuse.invalidateIno(ino);
+  }
+
+  /** Fast names (patch item 17, fast-names.ts): forget them all; the new generation. */
+  fastClear(): number {
+    return this.ended ? 0 : this.fuse.fastClear();
+  }
+
+  /** Fast names: hand over a listing's records; the table's epoch, or -1 if refused. */
+  fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number {
+    return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records);
+  }
+
+  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+  fastStats(): number[] {
+    return this.fuse.fastStats();
+  }
+
+  /** Fast names: reopen the files the addon opened on `path` ('': those of merged st_ino `ino`) on upperPath. */
+  fastMove(path: string, ino: number, upperPath: string): number {
+    return this.ended ? 0 : this.fuse.fastMove(path, ino, upperPath);
   }
 
   /** True once libfuse ended the session (see `unmounted`). */

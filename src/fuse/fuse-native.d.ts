@@ -38,6 +38,14 @@ declare module 'fuse-native' {
     context(): Fuse.RawContext | null
     /** patched: drop the kernel's cached attributes of the directory with this st_ino; 0 or -errno. */
     invalidateIno(ino: number): number
+    /** patched (item 17): fast names. Forget them all; the new generation. */
+    fastClear(): number
+    /** patched (item 17): hand over a listing's records; the table's epoch, or -1 if refused. */
+    fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number
+    /** patched (item 17): [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+    fastStats(): number[]
+    /** patched (item 19): reopen the files the addon opened on path ('': those of merged st_ino ino) on upperPath. */
+    fastMove(path: string, ino: number, upperPath: string): number
     static context(): Fuse.RawContext | null
     static unmount(mnt: string, cb: Done): void
     static readonly UTIME_NOW: number
