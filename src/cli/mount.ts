@@ -5,6 +5,7 @@ import { Engine } from '../engine/engine'
 import { IdMapping, readKernelOverflowIds, type MappingOptions } from '../engine/mapping'
 import { makeOps } from '../fuse/adapter'
 import { FuseMount } from '../fuse/binding'
+import { FastNames } from '../fuse/fast-names'
 import type { MountOptions } from '../fuse/options'
 import { CliError } from './errors'
 import { mountIdsAt, mountIdsAtAsync, type ValidatedLayers } from './validate'
@@ -105,6 +106,7 @@ export async function serve (req: ServeRequest): Promise<number> {
   process.once('SIGINT', () => onSignal('SIGINT'))
 
   let fuse: FuseMount
+  let fastNames: FastNames | undefined
   try {
     // Modes arrive from the kernel with the caller's umask applied; ours must not apply twice.
     process.umask(0)
@@ -115,7 +117,13 @@ export async function serve (req: ServeRequest): Promise<number> {
     })
     log.debug({ features: engine.features }, 'engine ready')
     const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())
-    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: lowerTimeout(options) })
+    const timeout = lowerTimeout(options)
+    // Fast names (fast-names.ts) answer a lower object as its lstat: only where the adapter would too.
+    const fast = timeout > 0 && ids.identity && engine.lowerAttrsAreLstat && process.env.OVLFS_FAST_NAMES !== '0'
+      ? new FastNames(() => fuse, engine, timeout * 1000, log, req.mapping.staticNlink)
+      : undefined
+    fastNames = fast
+    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: timeout }, fast)
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
       cacheDirs: cacheDirs(options, layers.upperdir !== undefined && !options.readOnly),
@@ -139,6 +147,10 @@ export async function serve (req: ServeRequest): Promise<number> {
       if (done) return
       done = true
       clearInterval(timer)
+      if (fastNames !== undefined) {
+        const [held, answered, absent, opened] = fastNames.stats()
+        log.info({ held, answered, absent, opened }, 'fast names')
+      }
       log.info({ why }, 'unmounted')
       resolve(0)
     }

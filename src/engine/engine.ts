@@ -180,6 +180,15 @@ export class Engine {
     return new Engine(options, { work, hardlinks, whiteouts: probe.whiteouts, xattrNamespace: probe.xattrNamespace }, stack, override)
   }
 
+  /**
+   * Whether a lower non-directory with one name shows its lstat as it is (with
+   * its inode number mapped): true unless xattr_permissions overrides owners
+   * and modes. The FUSE layer's fast names (src/fuse/fast-names.ts) rely on it.
+   */
+  get lowerAttrsAreLstat (): boolean {
+    return this.override === undefined
+  }
+
   get features (): { whiteouts: WhiteoutStyle, xattrNamespace: XattrNamespace, readOnly: boolean } {
     return { whiteouts: this.whiteoutStyle, xattrNamespace: this.xattrs.namespace, readOnly: this.stack.readOnly }
   }
@@ -195,16 +204,16 @@ export class Engine {
    * mounted: they change only through an operation on this very name, which
    * copies the object up first). The FUSE layer lets the kernel cache those.
    */
-  getattrWithOrigin (path: string): MaybePromise<{ attr: Attr, lower: boolean }> {
+  getattrWithOrigin (path: string): MaybePromise<{ attr: Attr, lower: boolean, node: Node }> {
     return andThen(this.lookup.getMaybe(path), (node) => {
       const lower = !node.top.layer.isUpper && node.index === undefined
       // A lower object (not a hard link served from its index entry): its attributes are its lstat at lookup.
-      if (lower && this.override === undefined) return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower }
+      if (lower && this.override === undefined) return { attr: attrOf(node.stat, node.ino, node.isDir && node.dirs.length > 1), lower, node }
       return this.attrsOf(node, lower)
     })
   }
 
-  private async attrsOf (node: Node, lower: boolean): Promise<{ attr: Attr, lower: boolean }> {
+  private async attrsOf (node: Node, lower: boolean): Promise<{ attr: Attr, lower: boolean, node: Node }> {
     // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
     const real = node.index ?? hitPath(node.top)
     const st = lower ? node.stat : await fsp.lstat(real, { bigint: true })
@@ -212,7 +221,7 @@ export class Engine {
     if (!lower && st.isFile() && st.nlink > 1n) attr.nlink = await mergedNlink(real, st, this.xattrs.nlink)
     // A metadata-only copy occupies the lower data's blocks (as the kernel reports).
     if (node.data !== undefined) attr.blocks = Number((await fsp.lstat(hitPath(node.data), { bigint: true })).blocks)
-    return { attr: this.override !== undefined ? await this.override.present(real, node.top.layer, attr) : attr, lower }
+    return { attr: this.override !== undefined ? await this.override.present(real, node.top.layer, attr) : attr, lower, node }
   }
 
   /**

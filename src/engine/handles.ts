@@ -27,6 +27,12 @@ export class Handles {
   private readonly byId = new Map<number, OpenFile>()
   private readonly lowerByPath = new Map<string, Set<OpenFile>>()
   private nextId = 1
+  /**
+   * Files opened outside this table that must move on a copy-up too (the
+   * addon's, src/fuse/fast-names.ts): called with the merged path, or with
+   * null and the merged st_ino for all names of a hard-linked file.
+   */
+  onMove: ((path: string | null, ino: number, upperPath: string) => void) | undefined
 
   add (fd: number, flags: number, upper: boolean, path: string, ino: number): OpenFile {
     let id = this.nextId
@@ -62,6 +68,7 @@ export class Handles {
    * next read, and reads by handle carry no path then).
    */
   async moveToUpper (path: string, upperPath: string): Promise<void> {
+    this.onMove?.(path, 0, upperPath)
     const set = this.lowerByPath.get(path)
     if (set === undefined) return
     this.lowerByPath.delete(path)
@@ -74,6 +81,7 @@ export class Handles {
    * (`ino`), move to the copy too.
    */
   async moveInoToUpper (ino: number, upperPath: string): Promise<void> {
+    this.onMove?.(null, ino, upperPath)
     const moved = new Set<OpenFile>()
     for (const [p, set] of this.lowerByPath) {
       for (const h of set) if (h.ino === ino) moved.add(h)

@@ -31,6 +31,19 @@ export class InodeMap {
     if (idx !== undefined && idx < 32 && ino < XINO_LIMIT) return idx * Number(XINO_LIMIT) + Number(ino)
     return hashIno(dev, ino)
   }
+
+  /**
+   * How `map` treats the numbers of filesystem `dev` when it adds an offset:
+   * merged = add + ino for every ino < limit (no hash below the limit), so
+   * code outside JS can compute it (the addon's fast names, patch item 17);
+   * undefined for a filesystem this map does not know.
+   */
+  linear (dev: number): { add: bigint, limit: bigint } | undefined {
+    if (this.single) return { add: 0n, limit: 2n ** 53n }
+    const idx = this.fsIndex.get(dev)
+    if (idx === undefined || idx >= 32) return undefined
+    return { add: BigInt(idx) * XINO_LIMIT, limit: XINO_LIMIT }
+  }
 }
 
 const XINO_LIMIT = 2n ** 47n

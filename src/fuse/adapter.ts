@@ -4,7 +4,8 @@ import { OvlError, errnoOf } from '../engine/errors'
 import { normPath } from '../engine/layers'
 import { type MaybePromise, andThen } from '../engine/maybe'
 import { IdMapping, isAclXattr, staticNlink } from '../engine/mapping'
-import type { CallerContext, FuseOps, FuseStat, Timespec } from './binding'
+import { type CallerContext, type FuseOps, type FuseStat, type Timespec, packDirents } from './binding'
+import type { FastNames } from './fast-names'
 
 const S_IFMT = 0o170000
 const TYPE_MODE: Record<string, number> = {
@@ -54,7 +55,11 @@ function aclOff (name: string): OvlError {
   return new OvlError('EOPNOTSUPP', `POSIX ACLs are off (noacl): ${name}`)
 }
 
-export function makeOps (engine: Engine, context: () => CallerContext, log: Logger, view: Presentation = { ids: new IdMapping(), staticNlink: false }): FuseOps {
+/**
+ * `fast`: lookups of lower names answered by the addon (fast-names.ts); the
+ * adapter hands it listings and the writing operations are guarded.
+ */
+export function makeOps (engine: Engine, context: () => CallerContext, log: Logger, view: Presentation = { ids: new IdMapping(), staticNlink: false }, fast?: FastNames): FuseOps {
   const debug = log.isLevelEnabled('debug')
   const { ids } = view
   const lowerTimeout = view.lowerTimeout ?? 0
@@ -97,13 +102,17 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     return { uid: ids.toHost('uid', c.uid), gid: ids.toHost('gid', c.gid) }
   }
 
-  return {
+  const ops: FuseOps = {
     init: (cb) => cb(0),
 
     destroy: (cb) => cb(0),
 
-    getattr: (path, cb) => run('getattr', path, () => andThen(engine.getattrWithOrigin(normPath(path)), ({ attr, lower }) => {
+    getattr: (path, cb) => {
+      const p = normPath(path)
+      const gen = fast?.generation ?? 0
+      run('getattr', path, () => andThen(engine.getattrWithOrigin(lookedUp(p)), ({ attr, lower, node }) => {
       const st = present(attr)
+      if (lower && node.isDir) fast?.learnedDir(p, node, gen)
       if (lowerTimeout > 0) {
         // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
         if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {
@@ -114,7 +123,8 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
         if (lower) st.entryTimeout = lowerTimeout
       }
       return st
-    }), cb),
+    }), cb)
+    },
 
     fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
       present(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
@@ -122,17 +132,21 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     readdir: (path, cb) => {
       if (path === null) return cb(-2)
       const p = normPath(path)
+      const gen = fast?.generation ?? 0
+      const known = fast?.listing(p)
+      if (known !== undefined) {
+        if (debug) log.debug({ op: 'readdir', path, kept: true }, 'readdir')
+        return cb(0, known)
+      }
       run('readdir', path, async () => {
         const entries = await engine.readdirWithIno(p)
         const self = await engine.getattr(p)
-        const names = ['.', '..']
-        const stats: FuseStat[] = [dirent(self.ino, 0o040000), dirent(self.ino, 0o040000)]
-        for (const e of entries) {
-          names.push(e.name)
-          stats.push(dirent(e.ino, TYPE_MODE[e.type] ?? 0))
-        }
-        return { names, stats }
-      }, (err, v) => v === undefined ? cb(err) : cb(0, v.names, v.stats))
+        const dirents = [{ name: '.', ino: self.ino, mode: 0o040000 }, { name: '..', ino: self.ino, mode: 0o040000 }]
+        for (const e of entries) dirents.push({ name: e.name, ino: e.ino, mode: TYPE_MODE[e.type] ?? 0 })
+        const packed = packDirents(dirents)
+        fast?.listed(p, entries, gen, packed)
+        return packed
+      }, cb)
     },
 
     readlink: (path, cb) => run('readlink', path, async () => await engine.readlink(normPath(path)), cb),
@@ -238,10 +252,13 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       await engine.removexattr(normPath(path), name)
     }, cb),
   }
-}
+  return fast !== undefined ? fast.guard(ops) : ops
 
-function dirent (ino: number, mode: number): FuseStat {
-  return { mode, uid: 0, gid: 0, size: 0, dev: 0, nlink: 1, ino, rdev: 0, blksize: 0, blocks: 0, atimeNs: 0n, mtimeNs: 0n, ctimeNs: 0n }
+  /** A path JS looks up (fast names count them per directory). */
+  function lookedUp (p: string): string {
+    fast?.looked(p)
+    return p
+  }
 }
 
 export function toFuseStat (a: Attr): FuseStat {

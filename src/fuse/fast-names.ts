@@ -1,0 +1,316 @@
+import type { Logger } from 'pino'
+import type { Engine } from '../engine/engine'
+import { type Layer, splitPath } from '../engine/layers'
+import type { Node } from '../engine/lookup'
+import type { DirEntry } from '../engine/readdir'
+import type { FuseOps } from './binding'
+
+/**
+ * Fast names: lookups answered by the addon on the libfuse thread, without
+ * crossing to JS (patch item 17). Each request that crosses to the JS thread
+ * costs ~100 µs of the binding's own time, several times a whole lookup in
+ * fuse-overlayfs; a walk is mostly lookups of names in lower layers.
+ *
+ * After JS has listed a merged directory (a readdir, or a few lookups in one
+ * directory), it hands the addon what a lookup of each name would find: for
+ * a non-directory whose top is in a lower layer, the layer's directory fd,
+ * the path inside it and how its st_ino maps (InodeMap.linear); for every
+ * other name only that it exists (JS answers it); and that the listing is
+ * complete, so a name not in it does not exist (-ENOENT there). The addon
+ * answers such a lower name with an fstatat and the same reply and cache
+ * hints the adapter's getattr gives a lower object with one name; anything
+ * it cannot answer the same way (several links, another filesystem, an
+ * error) goes to JS. A directory whose top is lower is handed over once JS
+ * has looked it up (learnedDir: whether it is merged, so shown with nlink 1,
+ * is known only then); the kernel asks for a directory's attributes again
+ * after each listing of it.
+ *
+ * Lower layers do not change while mounted; what changes the merged view is
+ * an operation through the mount. Every operation that writes (guard())
+ * empties the table before it starts and after it ends, and a listing made
+ * before such a change is refused (its generation is old), so the addon
+ * never answers from a view that an operation has changed.
+ *
+ * The same rule keeps readdir's answers (packed, patch item 18) between
+ * changes: a directory listed again is answered from JS memory without
+ * merging the layers again (a second walk lists every directory again: the
+ * kernel reads a listing anew at each opendir on a writable mount).
+ *
+ * Only where the adapter's answer for a lower object is its lstat: no
+ * xattr_permissions override, no id mapping, lower timeouts on.
+ */
+export interface FastTable {
+  fastClear: () => number
+  fastPut: (gen: number, entryMs: number, attrMs: number, records: Buffer) => number
+  fastStats: () => number[]
+  fastMove: (path: string, ino: number, upperPath: string) => number
+}
+
+/** Lookups JS answers in a directory before it hands the directory's listing over. */
+const LISTED_AFTER = 4
+/** Names one listing may hand over (the addon holds at most 2^18). */
+const MAX_NAMES = (1 << 18) - 1
+/** Directories remembered as handed over / counted (then forgotten wholesale). */
+const MAX_DIRS = 1 << 16
+/** Bytes of readdir answers kept (the oldest go first). */
+const MAX_LISTING_BYTES = 32 << 20
+const HEADER = 40
+const NO_REL = 0xffffffff
+
+/**
+ * The operations that change the merged view (open only when it writes or
+ * truncates, which copies up first). write and fsync go to upper files
+ * opened that way, which the table never holds.
+ */
+const WRITERS: ReadonlyArray<keyof FuseOps> = [
+  'create', 'truncate', 'ftruncate', 'utimens', 'chmod', 'chown', 'mknod', 'mkdir', 'symlink', 'link',
+  'unlink', 'rmdir', 'rename', 'setxattr', 'removexattr',
+]
+const O_ACCMODE = 3
+const O_TRUNC = 0o1000
+
+export class FastNames {
+  private gen = 0
+  private epoch = 0
+  /** Directories handed over in this generation (engine paths). */
+  private readonly given = new Set<string>()
+  /** Lookups JS answered per directory in this generation. */
+  private readonly asked = new Map<string, number>()
+  private readonly fds = new Map<string, number | null>()
+  private readonly templates = new Map<Layer, Buffer | null>()
+  /** readdir's answers since the last change (oldest first), and their bytes. */
+  private readonly listings = new Map<string, Buffer>()
+  private listingBytes = 0
+
+  constructor (
+    private readonly table: () => FastTable | undefined,
+    private readonly engine: Engine,
+    private readonly timeoutMs: number,
+    private readonly log: Logger,
+    /** static_nlink: directories show nlink 1. */
+    private readonly staticNlink = false,
+  ) {
+    engine.handles.onMove = (path, ino, upperPath) => {
+      this.table()?.fastMove(path ?? '', ino, upperPath)
+    }
+  }
+
+  /** The generation to pass to listed() for a listing that starts now. */
+  get generation (): number {
+    return this.gen
+  }
+
+  /** The merged view changes (called before and after each writing operation). */
+  changed (): void {
+    const t = this.table()
+    if (t === undefined) return
+    this.gen = t.fastClear()
+    this.given.clear()
+    this.asked.clear()
+    this.listings.clear()
+    this.listingBytes = 0
+  }
+
+  /** JS answered a lookup of `path` (engine form): after a few in one directory, hand its listing over. */
+  looked (path: string): void {
+    if (path === '') return
+    const [dir] = splitPath(path)
+    if (this.given.has(dir)) return
+    const n = (this.asked.get(dir) ?? 0) + 1
+    if (n < LISTED_AFTER) {
+      if (this.asked.size >= MAX_DIRS) this.asked.clear()
+      this.asked.set(dir, n)
+      return
+    }
+    this.asked.delete(dir)
+    const gen = this.gen
+    this.mark(dir)
+    this.engine.readdir(dir).then(
+      (entries) => { this.listed(dir, entries, gen) },
+      (err: unknown) => { this.log.debug({ dir, err: String(err) }, 'fast names: listing failed') },
+    )
+  }
+
+  /** readdir's answer for `dir` (packDirents), kept since the last change, or undefined. */
+  listing (dir: string): Buffer | undefined {
+    return this.listings.get(dir)
+  }
+
+  /**
+   * A listing of `dir` (engine form) made from generation `gen`: hand it to
+   * the addon; `packed`, readdir's answer, is kept until the next change.
+   */
+  listed (dir: string, entries: readonly DirEntry[], gen: number, packed?: Buffer): void {
+    const t = this.table()
+    if (t === undefined || gen !== this.gen) return
+    if (packed !== undefined && packed.length <= MAX_LISTING_BYTES) {
+      const had = this.listings.get(dir)
+      if (had !== undefined) {
+        this.listings.delete(dir)
+        this.listingBytes -= had.length
+      }
+      while (this.listingBytes + packed.length > MAX_LISTING_BYTES) {
+        const [oldest, buf] = this.listings.entries().next().value as [string, Buffer]
+        this.listings.delete(oldest)
+        this.listingBytes -= buf.length
+      }
+      this.listings.set(dir, packed)
+      this.listingBytes += packed.length
+    }
+    if (this.given.has(dir) || entries.length > MAX_NAMES) return
+    if (this.put(t, gen, this.records(dir, entries))) this.mark(dir)
+    else this.given.delete(dir)
+  }
+
+  /**
+   * JS answered a lookup of a directory whose top is in a lower layer (from
+   * generation `gen`): the addon may answer it next time (the kernel asks a
+   * directory's attributes again after each listing, for its atime), with
+   * nlink 1 when it is merged from several layers or with static_nlink.
+   */
+  learnedDir (path: string, node: Node, gen: number): void {
+    const t = this.table()
+    if (t === undefined || gen !== this.gen || path === '' || node.top.layer.isUpper) return
+    const recs: Buffer[] = []
+    if (this.record(recs, node.dirs.length > 1 || this.staticNlink ? 4 : 3, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, Buffer.concat(recs))
+  }
+
+  /** fuse_native_fast_put; false if refused. Notices when the addon emptied its table to make room. */
+  private put (t: FastTable, gen: number, records: Buffer): boolean {
+    const epoch = t.fastPut(gen, this.timeoutMs, this.timeoutMs, records)
+    if (epoch < 0) return false
+    // What it was given before is gone.
+    if (epoch !== this.epoch) {
+      this.epoch = epoch
+      this.given.clear()
+    }
+    return true
+  }
+
+  /** Wrap the writing operations: the table is emptied before each starts and after it ends. */
+  guard (ops: FuseOps): FuseOps {
+    const out: Record<string, unknown> = { ...ops }
+    for (const name of WRITERS) {
+      const op = ops[name] as ((...args: unknown[]) => void) | undefined
+      if (op === undefined) continue
+      out[name] = (...args: unknown[]) => {
+        this.changed()
+        const cb = args[args.length - 1] as (...r: unknown[]) => void
+        args[args.length - 1] = (...r: unknown[]) => {
+          this.changed()
+          cb(...r)
+        }
+        op(...args)
+      }
+    }
+    const open = ops.open
+    if (open === undefined) return out as unknown as FuseOps
+    out.open = (path: string, flags: number, cb: (...r: unknown[]) => void) => {
+      if ((flags & O_ACCMODE) === 0 && (flags & O_TRUNC) === 0) return open(path, flags, cb as never)
+      this.changed()
+      open(path, flags, ((...r: unknown[]) => {
+        this.changed()
+        cb(...r)
+      }) as never)
+    }
+    return out as unknown as FuseOps
+  }
+
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+  stats (): number[] {
+    return this.table()?.fastStats() ?? [0, 0, 0, 0]
+  }
+
+  private mark (dir: string): void {
+    if (this.given.size >= MAX_DIRS) this.given.clear()
+    this.given.add(dir)
+  }
+
+  /**
+   * The records of fuse_native_fast_put for a listing: the directory's
+   * completeness, then one per name. A directory whose top is the last layer
+   * of its parent's merge cannot be merged itself (no layer below it holds
+   * the name), so its attributes are its lstat too.
+   */
+  private records (dir: string, entries: readonly DirEntry[]): Buffer {
+    const recs: Buffer[] = []
+    this.record(recs, 2, dir === '' ? '/' : dir)
+    const parent = this.engine.lookup.getMaybe(dir)
+    const last = parent instanceof Promise ? undefined : parent.dirs[parent.dirs.length - 1]
+    const bottomKind = this.staticNlink ? 4 : 3
+    for (const e of entries) {
+      const key = dir + '/' + e.name
+      const layer = e.hit.layer
+      let kind = 0
+      if (!layer.isUpper && e.type !== 'unknown') kind = e.type !== 'dir' ? 1 : e.hit === last ? bottomKind : 0
+      // In the layer, the name is where its parent's part is: the merged path unless a redirect led elsewhere.
+      if (kind === 0 || !this.record(recs, kind, key, layer, e.hit.rel === dir ? null : (e.hit.rel + '/' + e.name).slice(1))) this.record(recs, 0, key)
+    }
+    return Buffer.concat(recs)
+  }
+
+  /**
+   * Append one record (layout in fuse-native.c, fuse_native_fast_put): kind,
+   * then for kinds the addon stats itself the layer's fd, st_ino rule and
+   * st_dev (a template per layer), the key and the path in the layer (null:
+   * the key without its '/'). False if the layer does not allow it.
+   */
+  private record (out: Buffer[], kind: number, key: string, layer?: Layer, rel: string | null = null): boolean {
+    let head: Buffer = EMPTY_HEAD
+    if (layer !== undefined) {
+      const t = this.template(layer)
+      if (t === null) return false
+      head = t
+    }
+    const keyLen = Buffer.byteLength(key)
+    const relLen = rel === null ? 0 : Buffer.byteLength(rel)
+    const buf = Buffer.allocUnsafe(pad(HEADER + keyLen + relLen))
+    head.copy(buf, 0)
+    buf.writeUInt32LE(kind, 0)
+    buf.writeUInt32LE(keyLen, 32)
+    buf.writeUInt32LE(rel === null ? NO_REL : relLen, 36)
+    buf.write(key, HEADER)
+    if (rel !== null) buf.write(rel, HEADER + keyLen)
+    buf.fill(0, HEADER + keyLen + relLen)
+    out.push(buf)
+    return true
+  }
+
+  /** A layer's 40-byte record head (fd, st_ino rule, st_dev), or null when the addon cannot stat in it. */
+  private template (layer: Layer): Buffer | null {
+    let t: Buffer | null | undefined = this.templates.get(layer)
+    if (t === undefined) {
+      const fd = this.layerFd(layer.root)
+      const rule = this.engine.lookup.inodes.linear(layer.dev)
+      if (fd === null || rule === undefined) {
+        t = null
+      } else {
+        t = Buffer.alloc(HEADER)
+        t.writeUInt32LE(fd, 4)
+        t.writeBigUInt64LE(rule.add, 8)
+        t.writeBigUInt64LE(rule.limit, 16)
+        t.writeBigUInt64LE(BigInt(layer.dev), 24)
+      }
+      this.templates.set(layer, t)
+    }
+    return t
+  }
+
+  /** The descriptor a pinned layer root ('/proc/self/fd/N/.') holds, or null. */
+  private layerFd (root: string): number | null {
+    let fd = this.fds.get(root)
+    if (fd === undefined) {
+      const m = /^\/proc\/self\/fd\/(\d+)\/\.$/.exec(root)
+      fd = m === null ? null : Number(m[1])
+      this.fds.set(root, fd)
+    }
+    return fd
+  }
+}
+
+/** The head of a record the addon does not stat itself. */
+const EMPTY_HEAD = Buffer.alloc(HEADER)
+
+function pad (n: number): number {
+  return (n + 3) & ~3
+}
