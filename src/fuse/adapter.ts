@@ -112,7 +112,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       const gen = fast?.generation ?? 0
       run('getattr', path, () => andThen(engine.getattrWithOrigin(lookedUp(p)), ({ attr, lower, node }) => {
       const st = present(attr)
-      if (lower && node.isDir) fast?.learnedDir(p, node, gen)
+      if (lower) fast?.learned(p, node, gen)
       if (lowerTimeout > 0) {
         // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
         if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {

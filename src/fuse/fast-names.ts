@@ -20,10 +20,10 @@ import type { FuseOps } from './binding'
  * answers such a lower name with an fstatat and the same reply and cache
  * hints the adapter's getattr gives a lower object with one name; anything
  * it cannot answer the same way (several links, another filesystem, an
- * error) goes to JS. A directory whose top is lower is handed over once JS
- * has looked it up (learnedDir: whether it is merged, so shown with nlink 1,
- * is known only then); the kernel asks for a directory's attributes again
- * after each listing of it.
+ * error) goes to JS. A lower object JS has looked up is handed over too
+ * (learned): a directory, whose mergedness (shown with nlink 1) is known
+ * only then, and whose attributes the kernel asks again after each listing
+ * of it; a file, so that the open that follows its lookup is the addon's.
  *
  * Lower layers do not change while mounted; what changes the merged view is
  * an operation through the mount. Every operation that writes (guard())
@@ -76,6 +76,8 @@ export class FastNames {
   private readonly given = new Set<string>()
   /** Lookups JS answered per directory in this generation. */
   private readonly asked = new Map<string, number>()
+  /** Directories being listed to be handed over. */
+  private readonly pending = new Set<string>()
   private readonly fds = new Map<string, number | null>()
   private readonly templates = new Map<Layer, Buffer | null>()
   /** readdir's answers since the last change (oldest first), and their bytes. */
@@ -107,6 +109,7 @@ export class FastNames {
     this.gen = t.fastClear()
     this.given.clear()
     this.asked.clear()
+    this.pending.clear()
     this.listings.clear()
     this.listingBytes = 0
   }
@@ -115,7 +118,7 @@ export class FastNames {
   looked (path: string): void {
     if (path === '') return
     const [dir] = splitPath(path)
-    if (this.given.has(dir)) return
+    if (this.given.has(dir) || this.pending.has(dir)) return
     const n = (this.asked.get(dir) ?? 0) + 1
     if (n < LISTED_AFTER) {
       if (this.asked.size >= MAX_DIRS) this.asked.clear()
@@ -124,10 +127,16 @@ export class FastNames {
     }
     this.asked.delete(dir)
     const gen = this.gen
-    this.mark(dir)
+    this.pending.add(dir)
     this.engine.readdir(dir).then(
-      (entries) => { this.listed(dir, entries, gen) },
-      (err: unknown) => { this.log.debug({ dir, err: String(err) }, 'fast names: listing failed') },
+      (entries) => {
+        this.pending.delete(dir)
+        this.listed(dir, entries, gen)
+      },
+      (err: unknown) => {
+        this.pending.delete(dir)
+        this.log.debug({ dir, err: String(err) }, 'fast names: listing failed')
+      },
     )
   }
 
@@ -163,16 +172,18 @@ export class FastNames {
   }
 
   /**
-   * JS answered a lookup of a directory whose top is in a lower layer (from
-   * generation `gen`): the addon may answer it next time (the kernel asks a
-   * directory's attributes again after each listing, for its atime), with
-   * nlink 1 when it is merged from several layers or with static_nlink.
+   * JS answered a lookup of an object whose top is in a lower layer (from
+   * generation `gen`): the addon may answer it next time, and open it. For a
+   * directory (the kernel asks its attributes again after each listing, for
+   * its atime) with nlink 1 when it is merged from several layers or with
+   * static_nlink; a file with several names stays with JS.
    */
-  learnedDir (path: string, node: Node, gen: number): void {
+  learned (path: string, node: Node, gen: number): void {
     const t = this.table()
-    if (t === undefined || gen !== this.gen || path === '' || node.top.layer.isUpper) return
+    if (t === undefined || gen !== this.gen || path === '' || node.top.layer.isUpper || node.index !== undefined) return
+    const kind = node.isDir ? (node.dirs.length > 1 || this.staticNlink ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
     const recs: Buffer[] = []
-    if (this.record(recs, node.dirs.length > 1 || this.staticNlink ? 4 : 3, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, Buffer.concat(recs))
+    if (kind !== 0 && this.record(recs, kind, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, Buffer.concat(recs))
   }
 
   /** fuse_native_fast_put; false if refused. Notices when the addon emptied its table to make room. */
