@@ -171,7 +171,8 @@ async function countReaddirs (root: string, name: string, opts: string): Promise
   const log = path.join(root, `daemon-${name}.log`)
   const [cmd, ...args] = fuseCommand()
   const fd = fs.openSync(log, 'w')
-  const daemon = spawn(cmd!, [...args, '-f', '--log-level=debug', '-o', opts, mnt], { stdio: ['ignore', fd, fd] })
+  // Fast names off: the addon would answer repeated READDIRs itself (patch item 17, kind 5), unseen by this log.
+  const daemon = spawn(cmd!, [...args, '-f', '--log-level=debug', '-o', opts, mnt], { stdio: ['ignore', fd, fd], env: { ...process.env, OVLFS_FAST_NAMES: '0' } })
   fs.closeSync(fd)
   const exited = new Promise<void>(resolve => daemon.once('exit', () => resolve()))
   try {

@@ -32,9 +32,10 @@ import type { FuseOps } from './binding'
  * never answers from a view that an operation has changed.
  *
  * The same rule keeps readdir's answers (packed, patch item 18) between
- * changes: a directory listed again is answered from JS memory without
- * merging the layers again (a second walk lists every directory again: the
- * kernel reads a listing anew at each opendir on a writable mount).
+ * changes: a directory listed again is answered by the addon from the copy
+ * it was handed (kind 5), or else from JS memory, without merging the
+ * layers again (a second walk lists every directory again: the kernel
+ * reads a listing anew at each opendir on a writable mount).
  *
  * Only where the adapter's answer for a lower object is its lstat: no
  * xattr_permissions override, no id mapping, lower timeouts on.
@@ -52,6 +53,8 @@ const LISTED_AFTER = 4
 const MAX_NAMES = (1 << 18) - 1
 /** Directories remembered as handed over / counted (then forgotten wholesale). */
 const MAX_DIRS = 1 << 16
+/** The largest readdir answer handed to the addon (it holds 64 MiB of them at most). */
+const MAX_PACKED_BYTES = 8 << 20
 /** Bytes of readdir answers kept (the oldest go first). */
 const MAX_LISTING_BYTES = 32 << 20
 const HEADER = 40
@@ -167,7 +170,10 @@ export class FastNames {
       this.listingBytes += packed.length
     }
     if (this.given.has(dir) || entries.length > MAX_NAMES) return
-    if (this.put(t, gen, this.records(dir, entries))) this.mark(dir)
+    const records = this.records(dir, entries)
+    // readdir's answer too, for the addon to give again (kind 5) until the next change.
+    const all = packed !== undefined && packed.length <= MAX_PACKED_BYTES ? Buffer.concat([records, this.bytesRecord(5, dir === '' ? '/' : dir, packed)]) : records
+    if (this.put(t, gen, all)) this.mark(dir)
     else this.given.delete(dir)
   }
 
@@ -285,6 +291,18 @@ export class FastNames {
     buf.fill(0, HEADER + keyLen + relLen)
     out.push(buf)
     return true
+  }
+
+  /** A record whose payload is bytes (kind 5: a packed listing). */
+  private bytesRecord (kind: number, key: string, bytes: Buffer): Buffer {
+    const keyLen = Buffer.byteLength(key)
+    const buf = Buffer.alloc(pad(HEADER + keyLen + bytes.length))
+    buf.writeUInt32LE(kind, 0)
+    buf.writeUInt32LE(keyLen, 32)
+    buf.writeUInt32LE(bytes.length, 36)
+    buf.write(key, HEADER)
+    bytes.copy(buf, HEADER + keyLen)
+    return buf
   }
 
   /** A layer's 40-byte record head (fd, st_ino rule, st_dev), or null when the addon cannot stat in it. */
