@@ -187,6 +187,9 @@ function classifyUpperBig (upper: string, i: number, base: Buffer): UpperBig {
   try { st = fs.lstatSync(p) } catch { return { kind: 'lower' } }
   if (st.isCharacterDevice() && st.rdev === 0) return { kind: 'whiteout' }
   if (!st.isFile()) return { kind: 'bad', what: `not a file (mode ${st.mode.toString(8)})` }
+  // A metadata-only copy (metacopy=on: a rename first copies the lower file up in place, as metadata only,
+  // then renames it; a kill in between leaves it here): no data of its own, it reads as the lower original.
+  if (hasMetacopyXattr(p)) return st.size === base.length ? { kind: 'lower' } : { kind: 'bad', what: `metadata-only copy of ${st.size} bytes, not ${base.length}` }
   if (st.size < base.length) return { kind: 'bad', what: `partial copy-up: ${st.size} of ${base.length} bytes` }
   if (st.size > base.length + 65536) return { kind: 'bad', what: `${st.size} bytes, more than the original + appends` }
   const data = fs.readFileSync(p)
@@ -196,6 +199,12 @@ function classifyUpperBig (upper: string, i: number, base: Buffer): UpperBig {
     return { kind: 'bad', what: `copy-up differs from the lower original at byte ${at} of ${base.length}` }
   }
   return { kind: 'file', tail: data.subarray(base.length).toString('latin1') }
+}
+
+/** Whether the upper file carries the overlay metacopy marker (trusted.* as root, user.* rootless). */
+function hasMetacopyXattr (p: string): boolean {
+  return ['trusted.overlay.metacopy', 'user.overlay.metacopy'].some(name =>
+    spawnSync('getfattr', ['--absolute-names', '--only-values', '-n', name, p], { encoding: 'utf8' }).status === 0)
 }
 
 function showUpperBig (u: UpperBig): string {
