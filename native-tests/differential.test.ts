@@ -334,6 +334,15 @@ describe('differential catalogue (kernel overlayfs vs ovlfs)', () => {
       })
       expect(r.probes.fuse).toEqual(r.probes.kernel)
     })
+
+    it("the mount root's st_ino is the upper root's (the top layer's), not a lower root's", async () => {
+      const r = await check({ lowers: [{ f: file('x') }, { g: file('y') }] }, [], (ov) => ({
+        upperRoot: fs.lstatSync(ov.mnt).ino === fs.lstatSync(ov.upper).ino,
+        lowerRoot: ov.lowers.some(l => fs.lstatSync(l).ino === fs.lstatSync(ov.mnt).ino),
+      }))
+      expect(r.probes.kernel).toEqual({ upperRoot: true, lowerRoot: false })
+      expect(r.probes.fuse).toEqual(r.probes.kernel)
+    })
   })
 })
 

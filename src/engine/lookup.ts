@@ -174,7 +174,8 @@ export class Lookup {
     const top = { layer: this.stack.layers[0] as Layer, rel: '' }
     const stat = await fsp.lstat(hitPath(top), { bigint: true })
     const dirs = this.stack.layers.map(layer => ({ layer, rel: '' }))
-    return { path: '', parent: undefined, top, stat, isDir: true, ino: await this.inoOf(top, stat, dirs), dirs, stale: false }
+    // The kernel reports the top layer's root (the upper one when there is one), which has no origin record.
+    return { path: '', parent: undefined, top, stat, isDir: true, ino: this.inodes.map(Number(stat.dev), stat.ino), dirs, stale: false }
   }
 
   private resolveChild (path: string): MaybePromise<Node | null> {
