@@ -10,12 +10,12 @@
 // with d_ino; (2) the addon really answers them (the daemon's count at unmount), and a change
 // through the mount shows at once in the next lstat; (3) files the addon opened behave as on the
 // kernel's overlayfs, through a copy-up, an unlink and a rename of the open name.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, symlink, type LayerSet } from './harness/layers'
-import { fuseCommand, isMounted, removeTree, tempDir, unmount, unmountAll, withBoth } from './harness/mounts'
+import { mountForeground, removeTree, tempDir, unmountAll, withBoth } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 
 afterAll(unmountAll)
@@ -211,14 +211,8 @@ print(json.dumps(out))
     fs.mkdirSync(work)
     fs.mkdirSync(mnt)
     const log = path.join(root, 'daemon.log')
-    const [cmd, ...args] = fuseCommand()
-    const fd = fs.openSync(log, 'w')
-    const daemon = spawn(cmd!, [...args, '-f', '--log-level=info', '-o', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`, mnt], { stdio: ['ignore', fd, fd] })
-    fs.closeSync(fd)
-    const exited = new Promise<void>(resolve => daemon.once('exit', () => resolve()))
+    const daemon = await mountForeground(mnt, `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`, log, ['--log-level=info'])
     try {
-      for (let i = 0; i < 300 && !isMounted(mnt, 'fuse'); i++) await new Promise(resolve => setTimeout(resolve, 100))
-      if (!isMounted(mnt, 'fuse')) throw new Error(`ovlfs did not mount ${mnt}: ${fs.readFileSync(log, 'utf8')}`)
       const d = path.join(mnt, 'd')
       expect(fs.readdirSync(d).sort()).toEqual(names)
       for (const n of names) expect(fs.lstatSync(path.join(d, n)).mode & 0o777).toBe(0o644)
@@ -242,9 +236,7 @@ print(json.dumps(out))
       expect(fs.lstatSync(path.join(d, 'f09')).mode & 0o777).toBe(0o644)
       expect(fs.existsSync(path.join(d, 'f08'))).toBe(false)
     } finally {
-      if (isMounted(mnt)) await unmount(mnt)
-      const gone = await Promise.race([exited.then(() => true), new Promise<boolean>(resolve => setTimeout(() => resolve(false), 15_000))])
-      if (!gone) daemon.kill('SIGKILL')
+      await daemon.stop()
     }
     const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
     expect(line, `no "fast names" line in ${log}`).toBeDefined()

@@ -12,12 +12,12 @@
 // concurrent change could repeat a name: src/cli/mount.ts cacheDirs), so the first case checks the
 // listings stay right through the mount either way; the second proves the cache is in use on a
 // read-only mount (repeated listings reach the daemon's readdir once) and not on a writable one.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, type LayerSet } from './harness/layers'
-import { fuseCommand, isMounted, KERNEL_FULL_OPTS, removeTree, tempDir, unmount, unmountAll, withBoth } from './harness/mounts'
+import { KERNEL_FULL_OPTS, mountForeground, removeTree, tempDir, unmountAll, withBoth } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 
@@ -169,15 +169,9 @@ async function countReaddirs (root: string, name: string, opts: string): Promise
   const mnt = path.join(root, `mnt-${name}`)
   fs.mkdirSync(mnt)
   const log = path.join(root, `daemon-${name}.log`)
-  const [cmd, ...args] = fuseCommand()
-  const fd = fs.openSync(log, 'w')
   // Fast names off: the addon would answer repeated READDIRs itself (patch item 17, kind 5), unseen by this log.
-  const daemon = spawn(cmd!, [...args, '-f', '--log-level=debug', '-o', opts, mnt], { stdio: ['ignore', fd, fd], env: { ...process.env, OVLFS_FAST_NAMES: '0' } })
-  fs.closeSync(fd)
-  const exited = new Promise<void>(resolve => daemon.once('exit', () => resolve()))
+  const daemon = await mountForeground(mnt, opts, log, ['--log-level=debug'], { OVLFS_FAST_NAMES: '0' })
   try {
-    for (let i = 0; i < 300 && !isMounted(mnt, 'fuse'); i++) await new Promise(resolve => setTimeout(resolve, 100))
-    if (!isMounted(mnt, 'fuse')) throw new Error(`ovlfs did not mount ${mnt}: ${fs.readFileSync(log, 'utf8')}`)
     for (let i = 0; i < 3; i++) {
       for (const d of ['l', 'm', 'u']) expect(fs.readdirSync(path.join(mnt, d)).sort()).toEqual(d === 'm' ? ['a', 'u'] : [d === 'l' ? 'a' : 'u'])
     }
@@ -194,8 +188,6 @@ async function countReaddirs (root: string, name: string, opts: string): Promise
     }
     throw new Error(`the daemon did not log the lookup of the marker: ${log}`)
   } finally {
-    if (isMounted(mnt)) await unmount(mnt)
-    const gone = await Promise.race([exited.then(() => true), new Promise<boolean>(resolve => setTimeout(() => resolve(false), 15_000))])
-    if (!gone) daemon.kill('SIGKILL')
+    await daemon.stop()
   }
 }

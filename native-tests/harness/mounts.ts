@@ -81,6 +81,32 @@ export async function mountFuse (o: Overlay, extraOpts = '', command: string[] =
   if (!isMounted(o.mnt, 'fuse')) throw new Error(`${cmd} returned but ${o.mnt} is not a FUSE mount: ${output()}`)
 }
 
+/**
+ * The FUSE command in the foreground (-f, plus `flags` such as '--log-level=debug') with its
+ * output in `log`, for tests that read what the daemon logged; `env` is added to this process's
+ * environment. Resolves once mounted; stop() unmounts and waits for the daemon to exit (SIGKILL
+ * after 15 s).
+ */
+export async function mountForeground (mnt: string, opts: string, log: string, flags: string[], env: NodeJS.ProcessEnv = {}): Promise<{ stop: () => Promise<void> }> {
+  const [cmd, ...args] = fuseCommand()
+  const fd = fs.openSync(log, 'w')
+  const daemon = spawn(cmd!, [...args, '-f', ...flags, '-o', opts, mnt], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } })
+  fs.closeSync(fd)
+  remember(mnt, 'fuse')
+  const exited = new Promise<void>(resolve => daemon.once('exit', () => resolve()))
+  const stop = async (): Promise<void> => {
+    if (isMounted(mnt)) await unmount(mnt)
+    const gone = await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)])
+    if (!gone) daemon.kill('SIGKILL')
+  }
+  for (let i = 0; i < 300 && !isMounted(mnt, 'fuse'); i++) await sleep(100)
+  if (!isMounted(mnt, 'fuse')) {
+    await stop()
+    throw new Error(`ovlfs did not mount ${mnt}: ${fs.readFileSync(log, 'utf8')}`)
+  }
+  return { stop }
+}
+
 /** Mount points (and fs types) of this mount namespace. */
 export function mountTable (): Array<{ mnt: string, type: string }> {
   const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))

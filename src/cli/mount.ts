@@ -119,11 +119,10 @@ export async function serve (req: ServeRequest): Promise<number> {
     const ids = IdMapping.fromOptions(req.mapping, readKernelOverflowIds())
     const timeout = lowerTimeout(options)
     // Fast names (fast-names.ts) answer a lower object as its lstat: only where the adapter would too.
-    const fast = timeout > 0 && ids.identity && engine.lowerAttrsAreLstat && process.env.OVLFS_FAST_NAMES !== '0'
+    fastNames = timeout > 0 && ids.identity && engine.lowerAttrsAreLstat && process.env.OVLFS_FAST_NAMES !== '0'
       ? new FastNames(() => fuse, engine, timeout * 1000, log, req.mapping.staticNlink)
       : undefined
-    fastNames = fast
-    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: timeout }, fast)
+    const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: timeout }, fastNames)
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
       cacheDirs: cacheDirs(options, layers.upperdir !== undefined && !options.readOnly),

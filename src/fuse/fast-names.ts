@@ -81,7 +81,6 @@ export class FastNames {
   private readonly asked = new Map<string, number>()
   /** Directories being listed to be handed over. */
   private readonly pending = new Set<string>()
-  private readonly fds = new Map<string, number | null>()
   private readonly templates = new Map<Layer, Buffer | null>()
   /** readdir's answers since the last change (oldest first), and their bytes. */
   private readonly listings = new Map<string, Buffer>()
@@ -170,11 +169,10 @@ export class FastNames {
       this.listingBytes += packed.length
     }
     if (this.given.has(dir) || entries.length > MAX_NAMES) return
-    const records = this.records(dir, entries)
+    const recs = this.records(dir, entries)
     // readdir's answer too, for the addon to give again (kind 5) until the next change.
-    const all = packed !== undefined && packed.length <= MAX_PACKED_BYTES ? Buffer.concat([records, this.bytesRecord(5, dir === '' ? '/' : dir, packed)]) : records
-    if (this.put(t, gen, all)) this.mark(dir)
-    else this.given.delete(dir)
+    if (packed !== undefined && packed.length <= MAX_PACKED_BYTES) recs.push(record(5, dirKey(dir), EMPTY_HEAD, packed))
+    if (this.put(t, gen, Buffer.concat(recs))) this.mark(dir)
   }
 
   /**
@@ -188,8 +186,8 @@ export class FastNames {
     const t = this.table()
     if (t === undefined || gen !== this.gen || path === '' || node.top.layer.isUpper || node.index !== undefined) return
     const kind = node.isDir ? (node.dirs.length > 1 || this.staticNlink ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
-    const recs: Buffer[] = []
-    if (kind !== 0 && this.record(recs, kind, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, Buffer.concat(recs))
+    const rec = kind === 0 ? null : this.lowerRecord(kind, path, node.top.layer, node.top.rel.slice(1))
+    if (rec !== null) this.put(t, gen, rec)
   }
 
   /** fuse_native_fast_put; false if refused. Notices when the addon emptied its table to make room. */
@@ -249,9 +247,8 @@ export class FastNames {
    * of its parent's merge cannot be merged itself (no layer below it holds
    * the name), so its attributes are its lstat too.
    */
-  private records (dir: string, entries: readonly DirEntry[]): Buffer {
-    const recs: Buffer[] = []
-    this.record(recs, 2, dir === '' ? '/' : dir)
+  private records (dir: string, entries: readonly DirEntry[]): Buffer[] {
+    const recs = [record(2, dirKey(dir), EMPTY_HEAD)]
     const parent = this.engine.lookup.getMaybe(dir)
     const last = parent instanceof Promise ? undefined : parent.dirs[parent.dirs.length - 1]
     const bottomKind = this.staticNlink ? 4 : 3
@@ -261,55 +258,23 @@ export class FastNames {
       let kind = 0
       if (!layer.isUpper && e.type !== 'unknown') kind = e.type !== 'dir' ? 1 : e.hit === last ? bottomKind : 0
       // In the layer, the name is where its parent's part is: the merged path unless a redirect led elsewhere.
-      if (kind === 0 || !this.record(recs, kind, key, layer, e.hit.rel === dir ? null : (e.hit.rel + '/' + e.name).slice(1))) this.record(recs, 0, key)
+      const rec = kind === 0 ? null : this.lowerRecord(kind, key, layer, (e.hit.rel + '/' + e.name).slice(1))
+      recs.push(rec ?? record(0, key, EMPTY_HEAD))
     }
-    return Buffer.concat(recs)
+    return recs
   }
 
-  /**
-   * Append one record (layout in fuse-native.c, fuse_native_fast_put): kind,
-   * then for kinds the addon stats itself the layer's fd, st_ino rule and
-   * st_dev (a template per layer), the key and the path in the layer (null:
-   * the key without its '/'). False if the layer does not allow it.
-   */
-  private record (out: Buffer[], kind: number, key: string, layer?: Layer, rel: string | null = null): boolean {
-    let head: Buffer = EMPTY_HEAD
-    if (layer !== undefined) {
-      const t = this.template(layer)
-      if (t === null) return false
-      head = t
-    }
-    const keyLen = Buffer.byteLength(key)
-    const relLen = rel === null ? 0 : Buffer.byteLength(rel)
-    const buf = Buffer.allocUnsafe(pad(HEADER + keyLen + relLen))
-    head.copy(buf, 0)
-    buf.writeUInt32LE(kind, 0)
-    buf.writeUInt32LE(keyLen, 32)
-    buf.writeUInt32LE(rel === null ? NO_REL : relLen, 36)
-    buf.write(key, HEADER)
-    if (rel !== null) buf.write(rel, HEADER + keyLen)
-    buf.fill(0, HEADER + keyLen + relLen)
-    out.push(buf)
-    return true
-  }
-
-  /** A record whose payload is bytes (kind 5: a packed listing). */
-  private bytesRecord (kind: number, key: string, bytes: Buffer): Buffer {
-    const keyLen = Buffer.byteLength(key)
-    const buf = Buffer.alloc(pad(HEADER + keyLen + bytes.length))
-    buf.writeUInt32LE(kind, 0)
-    buf.writeUInt32LE(keyLen, 32)
-    buf.writeUInt32LE(bytes.length, 36)
-    buf.write(key, HEADER)
-    bytes.copy(buf, HEADER + keyLen)
-    return buf
+  /** The record of an object the addon stats itself (at `rel` in `layer`), or null when the layer does not allow it. */
+  private lowerRecord (kind: number, key: string, layer: Layer, rel: string): Buffer | null {
+    const head = this.template(layer)
+    return head === null ? null : record(kind, key, head, rel === key.slice(1) ? null : rel)
   }
 
   /** A layer's 40-byte record head (fd, st_ino rule, st_dev), or null when the addon cannot stat in it. */
   private template (layer: Layer): Buffer | null {
     let t: Buffer | null | undefined = this.templates.get(layer)
     if (t === undefined) {
-      const fd = this.layerFd(layer.root)
+      const fd = layerFd(layer.root)
       const rule = this.engine.lookup.inodes.linear(layer.dev)
       if (fd === null || rule === undefined) {
         t = null
@@ -324,21 +289,41 @@ export class FastNames {
     }
     return t
   }
-
-  /** The descriptor a pinned layer root ('/proc/self/fd/N/.') holds, or null. */
-  private layerFd (root: string): number | null {
-    let fd = this.fds.get(root)
-    if (fd === undefined) {
-      const m = /^\/proc\/self\/fd\/(\d+)\/\.$/.exec(root)
-      fd = m === null ? null : Number(m[1])
-      this.fds.set(root, fd)
-    }
-    return fd
-  }
 }
 
 /** The head of a record the addon does not stat itself. */
 const EMPTY_HEAD = Buffer.alloc(HEADER)
+
+/**
+ * One record as fuse_native_fast_put reads it (layout in fuse-native.c): the
+ * 40-byte head (`head`: a layer's template, or EMPTY_HEAD) with the kind and
+ * the lengths, the key, then the payload: the path in the layer (null: the
+ * key without its '/') or a packed listing; padded to 4 bytes.
+ */
+function record (kind: number, key: string, head: Buffer, payload: string | Buffer | null = null): Buffer {
+  const keyLen = Buffer.byteLength(key)
+  const payloadLen = payload === null ? 0 : Buffer.byteLength(payload)
+  const buf = Buffer.alloc(pad(HEADER + keyLen + payloadLen))
+  head.copy(buf, 0)
+  buf.writeUInt32LE(kind, 0)
+  buf.writeUInt32LE(keyLen, 32)
+  buf.writeUInt32LE(payload === null ? NO_REL : payloadLen, 36)
+  buf.write(key, HEADER)
+  if (typeof payload === 'string') buf.write(payload, HEADER + keyLen)
+  else if (payload !== null) payload.copy(buf, HEADER + keyLen)
+  return buf
+}
+
+/** A directory's key in the addon's table: its FUSE path ('/' for the root). */
+function dirKey (dir: string): string {
+  return dir === '' ? '/' : dir
+}
+
+/** The descriptor a pinned layer root ('/proc/self/fd/N/.') holds, or null. */
+function layerFd (root: string): number | null {
+  const m = /^\/proc\/self\/fd\/(\d+)\/\.$/.exec(root)
+  return m === null ? null : Number(m[1])
+}
 
 function pad (n: number): number {
   return (n + 3) & ~3
