@@ -3,7 +3,7 @@ import { promises as fsp, type BigIntStats } from 'node:fs'
 import { promisify } from 'node:util'
 import {
   RENAME_EXCHANGE, RENAME_WHITEOUT, UTIME_NOW, UTIME_OMIT, type Timespec,
-  fsyncPath, lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, renameat2, statfs, utimensat,
+  fsyncPath, lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, renameat2, statfs,
 } from '../native/sys'
 import { CopyUp, type CopyUpOptions } from './copyup'
 import { HardLinkIndex, mergedNlink } from './hardlinks'
@@ -11,7 +11,8 @@ import { OvlError, codeOf } from './errors'
 import { Handles, closeFd, openFd, type OpenFile } from './handles'
 import { KeyedLocks } from './locks'
 import { dropSgidOnWrite, type Writer } from './privs'
-import { LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
+import { type Layer, LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
+import type { LayerIo } from './layer-io'
 import type { XattrPermissions } from './mapping'
 import { OverrideStat } from './override-stat'
 import { Lookup, type Node, dataInUpper, dataPath, hitPath } from './lookup'
@@ -216,7 +217,7 @@ export class Engine {
   private async attrsOf (node: Node, lower: boolean): Promise<{ attr: Attr, lower: boolean, node: Node }> {
     // An upper object, or a lower name of a hard-linked file served from its index entry (hardlinks.ts).
     const real = node.index ?? hitPath(node.top)
-    const st = lower ? node.stat : await fsp.lstat(real, { bigint: true })
+    const st = lower ? node.stat : await this.lstatOf(node.top.layer, real)
     const attr = attrOf(st, node.ino, node.isDir && node.dirs.length > 1)
     if (!lower && st.isFile() && st.nlink > 1n) attr.nlink = await mergedNlink(real, st, this.xattrs.nlink)
     // A metadata-only copy occupies the lower data's blocks (as the kernel reports).
@@ -230,7 +231,8 @@ export class Engine {
    * still names the same object; an unlinked file shows its real owner and mode.
    */
   async fgetattr (h: OpenFile): Promise<Attr> {
-    const attr = attrOf(await fstatP(h.fd, { bigint: true }), h.ino, false)
+    const upper = this.stack.upper
+    const attr = attrOf(await (h.upper && upper !== undefined ? this.io.fstat(upper, h.fd) : fstatP(h.fd, { bigint: true })), h.ino, false)
     if (this.override === undefined) return attr
     const node = await this.lookup.resolve(h.path).catch(() => null)
     if (node === null || node.ino !== h.ino) return attr
@@ -275,7 +277,8 @@ export class Engine {
     if (isPrivateXattr(name, this.xattrs.namespace)) throw new OvlError('EOPNOTSUPP', `overlay-private xattr ${name}`)
     const node = await this.lookup.get(path)
     if (this.override?.hides(name) === true) return null
-    return await lgetxattr(node.index ?? hitPath(node.top), name)
+    // A kept hard link's index entry is in the upper filesystem.
+    return await this.io.lgetxattr(node.index !== undefined ? this.stack.upper ?? node.top.layer : node.top.layer, node.index ?? hitPath(node.top), name)
   }
 
   async listxattr (path: string): Promise<string[]> {
@@ -307,8 +310,8 @@ export class Engine {
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<OpenFile> {
     const openFlags = (flags & ~(C.O_EXCL | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW
     let fd = -1
-    await this.createObject(path, caller, mode, async (target) => {
-      fd = await openFd(target, openFlags, mode & 0o7777)
+    await this.createObject(path, caller, mode, async (target, layer) => {
+      fd = await this.io.open(layer, target, openFlags, mode & 0o7777)
     })
     const node = await this.lookup.get(path)
     return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
@@ -330,7 +333,8 @@ export class Engine {
 
   async release (h: OpenFile): Promise<void> {
     this.handles.remove(h.id)
-    await closeFd(h.fd)
+    const upper = this.stack.upper
+    await (h.upper && upper !== undefined ? this.io.close(upper, h.fd) : closeFd(h.fd))
   }
 
   async fsync (h: OpenFile, datasync: boolean): Promise<void> {
@@ -346,32 +350,45 @@ export class Engine {
   // ---- changing attributes (copy-up first) -----------------------------------
 
   async chmod (path: string, mode: number): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path), META_ONLY)
+    const found = await this.lookup.get(path)
+    const node = await this.writable(found, META_ONLY)
     const real = hitPath(node.top)
     if (this.override !== undefined) {
       await this.override.chmod(real, node.top.layer, await fsp.lstat(real), mode)
     } else {
-      await fsp.chmod(real, mode & 0o7777)
+      await this.io.chmod(node.top.layer, real, mode & 0o7777)
     }
-    this.lookup.invalidate(path)
+    this.attrsChanged(path, found, node)
+  }
+
+  /**
+   * After chmod, chown or utimens of `path`: the cached node is forgotten if
+   * a copy-up replaced it. An upper node stays: what changed (mode, owners,
+   * times) is read afresh from its lstat at every getattr, and nothing the
+   * node records (layers, st_ino, origin, metacopy data) depends on it.
+   */
+  private attrsChanged (path: string, found: Node, node: Node): void {
+    if (node !== found) this.lookup.invalidate(path)
   }
 
   /** chown with host ids; -1 leaves that id unchanged. */
   async chown (path: string, uid: number, gid: number): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path), META_ONLY)
+    const found = await this.lookup.get(path)
+    const node = await this.writable(found, META_ONLY)
     const real = hitPath(node.top)
     if (this.override !== undefined) {
       await this.override.chown(real, node.top.layer, await fsp.lstat(real), uid, gid)
     } else {
-      await fsp.lchown(real, uid, gid)
+      await this.io.lchown(node.top.layer, real, uid, gid)
     }
-    this.lookup.invalidate(path)
+    this.attrsChanged(path, found, node)
   }
 
   async utimens (path: string, atime: Timespec, mtime: Timespec): Promise<void> {
-    const node = await this.writable(await this.lookup.get(path), META_ONLY)
-    await utimensat(hitPath(node.top), atime, mtime, true)
-    this.lookup.invalidate(path)
+    const found = await this.lookup.get(path)
+    const node = await this.writable(found, META_ONLY)
+    await this.io.utimens(node.top.layer, hitPath(node.top), atime, mtime)
+    this.attrsChanged(path, found, node)
   }
 
   async truncate (path: string, size: number): Promise<void> {
@@ -456,21 +473,23 @@ export class Engine {
    * Over an upper whiteout the object is built in the work dir and renamed in
    * (a directory made there is opaque, so the lower one stays hidden).
    */
-  private async createObject (path: string, caller: Caller | undefined, mode: number, make: (real: string) => Promise<void>): Promise<void> {
+  private async createObject (path: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<void> {
     this.assertWritable()
     const [parentPath, name] = splitPath(path)
     assertCreatableName(name)
     await this.locks.with([path], async () => await this.createLocked(path, parentPath, name, caller, mode, make))
   }
 
-  private async createLocked (path: string, parentPath: string, name: string, caller: Caller | undefined, mode: number, make: (real: string) => Promise<void>): Promise<void> {
+  private async createLocked (path: string, parentPath: string, name: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<void> {
     const isDir = (mode & S_IFMT) === S_IFDIR
     await this.assertNewName(path)
     const parent = await this.ensureDir(parentPath)
-    const target = realPath(parent.top.layer, joinPath(parent.top.rel, name))
-    const overWhiteout = await isWhiteoutAt(target)
-    const aufsWh = realPath(parent.top.layer, joinPath(parent.top.rel, aufsWhiteoutName(name)))
-    const overAufsWhiteout = await existsNoFollow(aufsWh)
+    const upper = parent.top.layer
+    const target = realPath(upper, joinPath(parent.top.rel, name))
+    const atTarget = await this.lstatIfAny(upper, target)
+    const overWhiteout = atTarget !== undefined && isWhiteoutStat(atTarget)
+    const aufsWh = realPath(upper, joinPath(parent.top.rel, aufsWhiteoutName(name)))
+    const overAufsWhiteout = await this.lstatIfAny(upper, aufsWh) !== undefined
     const owner = caller !== undefined ? await this.ownerFor(parent, caller) : undefined
     const finish = async (real: string): Promise<void> => {
       if (owner === undefined) return
@@ -481,12 +500,12 @@ export class Engine {
         await this.override.stamp(real, { uid: owner.uid, gid: owner.gid, mode: type | (mode & 0o7777) | keep })
         return
       }
-      await fsp.lchown(real, owner.uid, owner.gid)
+      await this.io.lchown(upper, real, owner.uid, owner.gid)
       // chown clears setuid/setgid; the kernel creates as the caller and keeps the bits asked for.
-      if (keep !== 0 && (mode & S_IFMT) !== 0o120000) await fsp.chmod(real, (mode & 0o7777) | keep)
+      if (keep !== 0 && (mode & S_IFMT) !== 0o120000) await this.io.chmod(upper, real, (mode & 0o7777) | keep)
     }
     if (!overWhiteout && !overAufsWhiteout) {
-      await make(target)
+      await make(target, upper)
       try {
         await finish(target)
         // With redirect_dir=on the kernel marks a directory made in a merged one opaque, an optimisation it allows
@@ -501,7 +520,7 @@ export class Engine {
     } else {
       const tmp = this.requireWork().temp()
       try {
-        await make(tmp)
+        await make(tmp, upper)
         await finish(tmp)
         if (isDir && await this.lookup.lowerPositive(path)) await lsetxattr(tmp, this.xattrs.opaque, Buffer.from('y'))
         if (overWhiteout && isDir) {
@@ -532,7 +551,8 @@ export class Engine {
   /** Owner of a new object in `parent` (an upper directory): the caller's ids, the parent's gid under a setgid parent (as shown). */
   private async ownerFor (parent: Node, caller: Caller): Promise<{ uid: number, gid: number, setgid: boolean }> {
     const real = hitPath(parent.top)
-    const lst = await fsp.lstat(real)
+    const big = await this.lstatOf(parent.top.layer, real)
+    const lst = { uid: Number(big.uid), gid: Number(big.gid), mode: Number(big.mode) }
     const pst = this.override !== undefined ? await this.override.effective(real, parent.top.layer, lst) : lst
     const setgid = (pst.mode & S_ISGID) !== 0
     return { uid: caller.uid, gid: setgid ? pst.gid : caller.gid, setgid }
@@ -718,6 +738,32 @@ export class Engine {
 
   // ---- helpers ---------------------------------------------------------------
 
+  /** Metadata syscalls on the layers (layer-io.ts). */
+  private get io (): LayerIo {
+    return this.lookup.io
+  }
+
+  /**
+   * lstat of whatever is at `real` in `layer`; undefined when nothing is (also
+   * for ENOTDIR, and for ENAMETOOLONG: `.wh.NAME` of a 252..255-byte NAME is
+   * longer than any name can be).
+   */
+  private async lstatIfAny (layer: Layer, real: string): Promise<BigIntStats | undefined> {
+    try {
+      return await this.io.lstat(layer, real)
+    } catch (err) {
+      if (codeOf(err) === 'ENOTDIR' || codeOf(err) === 'ENAMETOOLONG') return undefined
+      throw err
+    }
+  }
+
+  /** lstat of an object known to exist in `layer` (ENOENT if it vanished). */
+  private async lstatOf (layer: Layer, real: string): Promise<BigIntStats> {
+    const st = await this.io.lstat(layer, real)
+    if (st === undefined) throw new OvlError('ENOENT', `no such file or directory: ${real}`)
+    return st
+  }
+
   private assertWritable (): void {
     if (this.stack.readOnly) throw new OvlError('EROFS', 'read-only overlay (no upperdir)')
   }
@@ -822,16 +868,6 @@ async function isWhiteoutAt (p: string): Promise<boolean> {
   }
 }
 
-async function existsNoFollow (p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p)
-    return true
-  } catch (err) {
-    // `.wh.NAME` of a 252..255-byte NAME is longer than any name can be: absent.
-    if (codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR' || codeOf(err) === 'ENAMETOOLONG') return false
-    throw err
-  }
-}
 
 /**
  * Create the empty file `.wh.NAME` without following anything planted there:

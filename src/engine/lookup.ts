@@ -1,6 +1,5 @@
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { LRUCache } from 'lru-cache'
-import { lgetxattr, llistxattr } from '../native/sys'
 import { DirIndex } from './dir-index'
 import { OvlError, codeOf } from './errors'
 import { type Layer, type LayerStack, realPath, splitPath, joinPath } from './layers'
@@ -8,7 +7,7 @@ import { WH_OPAQUE, aufsWhiteoutName, isWhiteoutName, isWhiteoutStat } from './w
 import { InodeMap, decodeOrigin } from './inode'
 import type { HardLinkIndex } from './hardlinks'
 import { isMetacopy } from './metacopy'
-import { LowerStat } from './lower-stat'
+import { LayerIo } from './layer-io'
 import { OPAQUE_NAMES, REDIRECT_NAMES } from './xattrs'
 import { type MaybePromise, andThen } from './maybe'
 import { type LayerProbe, type LookupState, type Probe, lookupInLayer, readRedirect } from './redirect'
@@ -83,10 +82,23 @@ interface Scan {
 export class Lookup {
   private readonly cache: LRUCache<string, Node>
   private readonly inflight = new Map<string, Promise<Node | null>>()
+  /**
+   * Names found in no layer, with the parent node they were looked up under:
+   * absent while that parent is valid and nothing invalidated the name. A
+   * create is a LOOKUP that fails and then a CREATE that looks again; this
+   * spares the second look its syscalls. Bumped by every invalidation,
+   * `changes` keeps a lookup that raced with a change from recording its
+   * out-of-date answer. A plain Map, emptied when it reaches MAX_ABSENT: an
+   * LRUCache's delete of its last entry clears it, which fills its arrays
+   * (O(max)), and a create deletes the one absent name it just looked up.
+   */
+  private readonly absent = new Map<string, Node>()
+  private changes = 0
   private readonly lowerOpaque = new LRUCache<string, boolean>({ max: 50_000 })
   private readonly lowerRedirect = new LRUCache<string, string>({ max: 50_000 })
   readonly dirIndex: DirIndex
-  private readonly lowerStat = new LowerStat()
+  /** Metadata syscalls on the layers, on the JS thread while they answer fast (layer-io.ts). */
+  readonly io = new LayerIo()
 
   readonly inodes: InodeMap
 
@@ -109,12 +121,17 @@ export class Lookup {
   /**
    * resolve(), synchronous when the node is cached, or when every answer it
    * needs is known without waiting (cached lower listings, a lower object's
-   * lstat: see maybe.ts and lower-stat.ts). Only lookups that wait are shared
+   * lstat: see maybe.ts and layer-io.ts). Only lookups that wait are shared
    * by concurrent callers (inflight).
    */
   resolveMaybe (path: string): MaybePromise<Node | null> {
     const cached = this.cache.get(path)
     if (cached !== undefined && this.valid(cached)) return cached
+    const under = this.absent.size === 0 ? undefined : this.absent.get(path)
+    if (under !== undefined) {
+      if (this.cache.peek(under.path) === under && this.valid(under)) return null
+      this.absent.delete(path)
+    }
     let p = this.inflight.get(path)
     if (p === undefined) {
       const r = this.resolveUncached(path)
@@ -124,6 +141,12 @@ export class Lookup {
       void p.finally(() => { if (this.inflight.get(path) === p) this.inflight.delete(path) }).catch(() => {})
     }
     return p
+  }
+
+  /** The cached node of `path` if there is a valid one, without looking anything up. */
+  peek (path: string): Node | undefined {
+    const n = this.cache.peek(path)
+    return n !== undefined && this.valid(n) ? n : undefined
   }
 
   /** Like resolve, but ENOENT when missing. */
@@ -145,6 +168,8 @@ export class Lookup {
     if (n !== undefined) n.stale = true
     this.cache.delete(path)
     this.inflight.delete(path)
+    this.absent.delete(path)
+    this.changes++
   }
 
   /** Drop everything (after operations that move whole subtrees). */
@@ -152,6 +177,8 @@ export class Lookup {
     for (const n of this.cache.values()) n.stale = true
     this.cache.clear()
     this.inflight.clear()
+    this.absent.clear()
+    this.changes++
   }
 
   private valid (n: Node): boolean {
@@ -186,7 +213,14 @@ export class Lookup {
       if (isWhiteoutName(name)) return null
       if (!parent.isDir) throw new OvlError('ENOTDIR', `not a directory: ${parentPath}`)
       const s: Scan = { parent, path, name, st: { name, isDir: false, stop: false }, layers: parent.dirs, i: 0, rooted: false, dirs: [] }
-      return andThen(this.scan(s), () => this.childNode(s))
+      const changes = this.changes
+      return andThen(this.scan(s), () => andThen(this.childNode(s), (node) => {
+        if (node === null && this.changes === changes) {
+          if (this.absent.size >= MAX_ABSENT) this.absent.clear()
+          this.absent.set(path, parent)
+        }
+        return node
+      }))
     })
   }
 
@@ -232,7 +266,7 @@ export class Lookup {
   private async recordedChildNode (s: Scan, top: Hit, stat: BigIntStats): Promise<Node> {
     const { path, parent, name, dirs } = s
     // One listxattr tells an upper object's origin record and metacopy marker apart from nothing at all.
-    const names = top.layer.isUpper ? await xattrNames(hitPath(top)) : undefined
+    const names = top.layer.isUpper ? await this.xattrNames(top) : undefined
     const ino = await this.inoOf(top, stat, dirs, names)
     const node: Node = { path, parent, top, stat, isDir: stat.isDirectory(), ino, dirs: stat.isDirectory() ? dirs : [top], stale: false }
     if (names !== undefined) {
@@ -297,8 +331,8 @@ export class Lookup {
    */
   async inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[], names?: readonly string[]): Promise<number> {
     if (top.layer.isUpper) {
-      const listed = names ?? await xattrNames(hitPath(top))
-      const origin = listed.includes(this.originXattr) ? decodeOrigin(await lgetxattr(hitPath(top), this.originXattr).catch(() => null)) : undefined
+      const listed = names ?? await this.xattrNames(top)
+      const origin = listed.includes(this.originXattr) ? decodeOrigin(await this.xattr(top.layer, hitPath(top), this.originXattr).catch(() => null)) : undefined
       if (origin !== undefined) return origin
       const lower = stat.isDirectory() ? dirs[1] : undefined
       if (lower !== undefined) {
@@ -332,13 +366,13 @@ export class Lookup {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
     const whExists = async (): Promise<boolean> => {
       try {
-        return await this.lowerStat.lstat(dir.layer, whPath) !== undefined
+        return await this.io.lstat(dir.layer, whPath) !== undefined
       } catch {
         return false
       }
     }
     try {
-      const st = await this.lowerStat.lstat(dir.layer, hitPath(hit))
+      const st = await this.io.lstat(dir.layer, hitPath(hit))
       if (st !== undefined) {
         if (isWhiteoutStat(st)) return WHITEOUT
         const isDir = st.isDirectory()
@@ -350,9 +384,9 @@ export class Lookup {
     return await whExists() ? WHITEOUT : NONE
   }
 
-  /** lstat of a name found in a layer (lower layers: see lower-stat.ts). */
+  /** lstat of a name found in a layer (see layer-io.ts). */
   private statOf (hit: Hit): MaybePromise<BigIntStats> {
-    return andThen(this.lowerStat.lstat(hit.layer, hitPath(hit)), (st) => {
+    return andThen(this.io.lstat(hit.layer, hitPath(hit)), (st) => {
       if (st === undefined) throw new OvlError('ENOENT', `${hitPath(hit)} vanished from its layer during lookup`)
       return st
     })
@@ -361,12 +395,12 @@ export class Lookup {
   /** An opaque directory hides the layers below it (xattr in either namespace, or `.wh..wh..opq` inside). */
   isOpaque (hit: Hit): MaybePromise<boolean> {
     const real = hitPath(hit)
-    if (hit.layer.isUpper) return upperOpaque(real)
+    if (hit.layer.isUpper) return this.upperOpaque(hit.layer, real)
     const known = this.lowerOpaque.get(real)
     if (known !== undefined) return known
     return (async () => {
       const listing = await this.dirIndex.get(real)
-      const opaque = (listing !== null ? listing.has(WH_OPAQUE) : await exists(real + '/' + WH_OPAQUE)) || await hasOpaqueXattr(real)
+      const opaque = (listing !== null ? listing.has(WH_OPAQUE) : await this.exists(hit.layer, real + '/' + WH_OPAQUE)) || await this.hasOpaqueXattr(hit.layer, real)
       this.lowerOpaque.set(real, opaque)
       return opaque
     })()
@@ -390,25 +424,54 @@ export class Lookup {
     return false
   }
 
+  /** The xattr names of an object in a layer; none where the filesystem has no xattrs. */
+  private async xattrNames (hit: Hit): Promise<string[]> {
+    try {
+      return await this.io.llistxattr(hit.layer, hitPath(hit))
+    } catch (err) {
+      const c = codeOf(err)
+      if (c === 'EOPNOTSUPP' || c === 'ENOTSUP' || c === 'EPERM' || c === 'EACCES') return []
+      throw err
+    }
+  }
+
+  /** One xattr of an object in a layer (null when not set); a promise either way. */
+  private async xattr (layer: Layer, real: string, name: string): Promise<Buffer | null> {
+    return await this.io.lgetxattr(layer, real, name)
+  }
+
+  private async upperOpaque (layer: Layer, real: string): Promise<boolean> {
+    return await this.hasOpaqueXattr(layer, real) || await this.exists(layer, real + '/' + WH_OPAQUE)
+  }
+
+  private async hasOpaqueXattr (layer: Layer, real: string): Promise<boolean> {
+    for (const name of OPAQUE_NAMES) {
+      try {
+        const v = await this.io.lgetxattr(layer, real, name)
+        if (v !== null && v.toString() === 'y') return true
+      } catch (err) {
+        const c = codeOf(err)
+        if (c !== 'ENODATA' && c !== 'EOPNOTSUPP' && c !== 'ENOTSUP' && c !== 'EPERM' && c !== 'EACCES') throw err
+      }
+    }
+    return false
+  }
+
+  private async exists (layer: Layer, p: string): Promise<boolean> {
+    try {
+      return await this.io.lstat(layer, p) !== undefined
+    } catch {
+      return false
+    }
+  }
+
   get cachedNodes (): number {
     return this.cache.size
   }
 }
 
-/** The xattr names of a real object; none where the filesystem has no xattrs. */
-async function xattrNames (real: string): Promise<string[]> {
-  try {
-    return await llistxattr(real)
-  } catch (err) {
-    const c = codeOf(err)
-    if (c === 'EOPNOTSUPP' || c === 'ENOTSUP' || c === 'EPERM' || c === 'EACCES') return []
-    throw err
-  }
-}
-
-async function upperOpaque (real: string): Promise<boolean> {
-  return await hasOpaqueXattr(real) || await exists(real + '/' + WH_OPAQUE)
-}
+/** Absent names remembered at most (Lookup.absent). */
+const MAX_ABSENT = 10_000
 
 // Probe answers shared by every lookup (never mutated).
 const NONE: Probe = { kind: 'none' }
@@ -417,24 +480,3 @@ const NON_DIR: Probe = { kind: 'entry', isDir: false, belowHidden: false }
 const DIR: Probe = { kind: 'entry', isDir: true, belowHidden: false }
 const DIR_BELOW_HIDDEN: Probe = { kind: 'entry', isDir: true, belowHidden: true }
 
-async function hasOpaqueXattr (real: string): Promise<boolean> {
-  for (const name of OPAQUE_NAMES) {
-    try {
-      const v = await lgetxattr(real, name)
-      if (v !== null && v.toString() === 'y') return true
-    } catch (err) {
-      const c = codeOf(err)
-      if (c !== 'ENODATA' && c !== 'EOPNOTSUPP' && c !== 'ENOTSUP' && c !== 'EPERM' && c !== 'EACCES') throw err
-    }
-  }
-  return false
-}
-
-async function exists (p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p)
-    return true
-  } catch {
-    return false
-  }
-}

@@ -10,8 +10,11 @@
  *
  * Design: every call runs on the libuv thread pool through one generic
  * napi_async_work scaffold (struct req: op code, arguments, result, errno)
- * and returns a Promise, so the FUSE daemon's JS thread never blocks on a
- * syscall. On failure the Promise rejects with an Error carrying the positive
+ * and returns a Promise, so the FUSE daemon's JS thread does not block on
+ * the syscall. Each call also has a `...Sync` twin that runs the same code
+ * on the calling thread and returns the value or throws: for metadata calls
+ * on a layer that answers in microseconds, where the pool's two thread hops
+ * cost more than the syscall (src/engine/layer-io.ts decides which). On failure the Promise rejects with an Error carrying the positive
  * `errno` and the `syscall` name; src/native/sys.ts maps the number to its
  * name (ENOENT, ...) and adds the paths. Paths and xattr names may be strings
  * (UTF-8) or Buffers (raw bytes preserved).
@@ -25,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -88,6 +92,7 @@ static void read_sized(req_t *r, int list) {
     ssize_t n = list ? llistxattr(r->path1, NULL, 0)
                      : lgetxattr(r->path1, r->name, NULL, 0);
     if (n < 0) { seterr(r, list ? "llistxattr" : "lgetxattr"); return; }
+    if (n == 0) { r->buflen = 0; return; } /* empty: nothing to read (most objects have no xattrs) */
     free(r->buf);
     r->buf = malloc((size_t)n + 1);
     if (r->buf == NULL) { errno = ENOMEM; seterr(r, "malloc"); return; }
@@ -361,34 +366,43 @@ static napi_status make_result(napi_env env, req_t *r, napi_value *out) {
   }
 }
 
+/* The outcome of a finished request: its value (*ok = 1), or the Error to
+ * reject or throw with (*ok = 0), carrying errno, syscall and errname. */
+static void settle(napi_env env, req_t *r, napi_value *val, int *ok) {
+  napi_value msg, tmp;
+  *ok = 1;
+  if (r->op == OP_LGETXATTR && r->err == ENODATA) {
+    napi_get_null(env, val);
+    return;
+  }
+  if (r->err == 0 && make_result(env, r, val) == napi_ok) return;
+  *ok = 0;
+  int e = r->err ? r->err : ENOMEM;
+  napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, val);
+  napi_create_int32(env, e, &tmp);
+  napi_set_named_property(env, *val, "errno", tmp);
+  napi_create_string_utf8(env, r->syscall ? r->syscall : op_names[r->op],
+                          NAPI_AUTO_LENGTH, &tmp);
+  napi_set_named_property(env, *val, "syscall", tmp);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+  /* fallback name for errnos Node's os.constants.errno lacks (EUCLEAN...) */
+  const char *ename = strerrorname_np(e);
+  if (ename != NULL) {
+    napi_create_string_utf8(env, ename, NAPI_AUTO_LENGTH, &tmp);
+    napi_set_named_property(env, *val, "errname", tmp);
+  }
+#endif
+}
+
 static void complete(napi_env env, napi_status status, void *data) {
   req_t *r = data;
-  napi_value val, msg, tmp;
+  napi_value val;
+  int ok;
   if (status != napi_ok && r->err == 0) { r->err = ECANCELED; r->syscall = "async_work"; }
-  if (r->op == OP_LGETXATTR && r->err == ENODATA) {
-    napi_get_null(env, &val);
-    napi_resolve_deferred(env, r->deferred, val);
-  } else if (r->err == 0 && make_result(env, r, &val) == napi_ok) {
-    napi_resolve_deferred(env, r->deferred, val);
-  } else {
-    int e = r->err ? r->err : ENOMEM;
-    napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &val);
-    napi_create_int32(env, e, &tmp);
-    napi_set_named_property(env, val, "errno", tmp);
-    napi_create_string_utf8(env, r->syscall ? r->syscall : op_names[r->op],
-                            NAPI_AUTO_LENGTH, &tmp);
-    napi_set_named_property(env, val, "syscall", tmp);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
-    /* fallback name for errnos Node's os.constants.errno lacks (EUCLEAN...) */
-    const char *ename = strerrorname_np(e);
-    if (ename != NULL) {
-      napi_create_string_utf8(env, ename, NAPI_AUTO_LENGTH, &tmp);
-      napi_set_named_property(env, val, "errname", tmp);
-    }
-#endif
-    napi_reject_deferred(env, r->deferred, val);
-  }
+  settle(env, r, &val, &ok);
+  if (ok) napi_resolve_deferred(env, r->deferred, val);
+  else napi_reject_deferred(env, r->deferred, val);
   napi_delete_async_work(env, r->work);
   req_free(r);
 }
@@ -461,16 +475,22 @@ static const int op_argc[OP_COUNT] = {
   [OP_FSYNCPATH] = 1, [OP_STATFS] = 1, [OP_READDIR] = 1, [OP_OVLFH] = 1,
 };
 
+/* The Sync variants' data pointers carry this flag beside the op code. */
+#define SYNC_FLAG 0x100
+
 /* The single JS entry point; the op code is the function's data pointer.
- * Parses the arguments into a req_t and queues it on the thread pool. */
+ * Parses the arguments into a req_t and queues it on the thread pool, or,
+ * for the Sync variant, runs it here and returns its value or throws. */
 static napi_value dispatch(napi_env env, napi_callback_info info) {
   napi_value argv[6], promise = NULL, name;
   size_t argc = 6;
   void *data;
+  int sync;
   req_t *r = calloc(1, sizeof *r);
   if (r == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, &data));
-  r->op = (enum op)(intptr_t)data;
+  sync = ((intptr_t)data & SYNC_FLAG) != 0;
+  r->op = (enum op)((intptr_t)data & ~(intptr_t)SYNC_FLAG);
   if (argc < (size_t)op_argc[r->op]) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "not enough arguments");
     goto fail;
@@ -515,6 +535,15 @@ static napi_value dispatch(napi_env env, napi_callback_info info) {
     break;
   default: break;
   }
+  if (sync) {
+    napi_value val;
+    int ok;
+    execute(env, r);
+    settle(env, r, &val, &ok);
+    req_free(r);
+    if (!ok) { napi_throw(env, val); return NULL; }
+    return val;
+  }
   CHECK(napi_create_string_utf8(env, op_names[r->op], NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_promise(env, &r->deferred, &promise));
   CHECK(napi_create_async_work(env, NULL, name, execute, complete, r, &r->work));
@@ -531,10 +560,15 @@ fail:
 
 static napi_value init(napi_env env, napi_value exports) {
   for (int op = 0; op < OP_COUNT; op++) {
-    napi_value fn;
+    napi_value fn, fnSync;
+    char syncName[64];
+    snprintf(syncName, sizeof syncName, "%sSync", op_names[op]);
     if (napi_create_function(env, op_names[op], NAPI_AUTO_LENGTH, dispatch,
                              (void *)(intptr_t)op, &fn) != napi_ok ||
-        napi_set_named_property(env, exports, op_names[op], fn) != napi_ok)
+        napi_set_named_property(env, exports, op_names[op], fn) != napi_ok ||
+        napi_create_function(env, syncName, NAPI_AUTO_LENGTH, dispatch,
+                             (void *)(intptr_t)(op | SYNC_FLAG), &fnSync) != napi_ok ||
+        napi_set_named_property(env, exports, syncName, fnSync) != napi_ok)
       return NULL;
   }
   return exports;

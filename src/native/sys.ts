@@ -1,5 +1,7 @@
 // Typed Promise wrappers over the ovlfs_sys N-API addon (src/native/ovlfs_sys.c):
-// the Linux syscalls Node's fs lacks. Every call runs on the libuv thread pool.
+// the Linux syscalls Node's fs lacks. Every call runs on the libuv thread pool;
+// the metadata calls also have ...Sync twins that run on the calling thread
+// (for layers that answer fast: src/engine/layer-io.ts decides).
 // Errors are SysError with code/errno/syscall/path like Node's fs errors.
 import os from 'os'
 import path from 'path'
@@ -36,6 +38,13 @@ interface Addon {
   statfs(p: PathLike): Promise<StatFs>
   readdirIno(p: PathLike): Promise<Buffer>
   overlayFh(p: PathLike): Promise<Buffer>
+  lgetxattrSync(p: PathLike, name: PathLike): Buffer | null
+  lsetxattrSync(p: PathLike, name: PathLike, value: Buffer, flags: number): void
+  llistxattrSync(p: PathLike): Buffer
+  lremovexattrSync(p: PathLike, name: PathLike): void
+  mknodSync(p: PathLike, mode: number, dev: number): void
+  renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void
+  utimensatSync(p: PathLike, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: number): void
 }
 
 export const XATTR_CREATE = 1
@@ -104,18 +113,33 @@ export class SysError extends Error {
   }
 }
 
+/** The addon's raw error (errno + syscall) as a SysError with the paths; anything else as it is. */
+function sysError(e: unknown, p: PathLike | undefined, dest: PathLike | undefined): unknown {
+  const raw = e as { errno?: unknown; syscall?: unknown; message?: unknown; errname?: unknown }
+  if (typeof raw.errno === 'number' && typeof raw.syscall === 'string') {
+    const errname = typeof raw.errname === 'string' ? raw.errname : undefined
+    return new SysError(raw.errno, raw.syscall, String(raw.message), p, dest, errname)
+  }
+  return e
+}
+
 /** Run an addon call; turn its raw rejection (errno + syscall) into a SysError. */
 async function run<T>(p: PathLike | undefined, dest: PathLike | undefined, call: (a: Addon) => Promise<T>): Promise<T> {
   const a = load()
   try {
     return await call(a)
   } catch (e) {
-    const raw = e as { errno?: unknown; syscall?: unknown; message?: unknown; errname?: unknown }
-    if (typeof raw.errno === 'number' && typeof raw.syscall === 'string') {
-      const errname = typeof raw.errname === 'string' ? raw.errname : undefined
-      throw new SysError(raw.errno, raw.syscall, String(raw.message), p, dest, errname)
-    }
-    throw e
+    throw sysError(e, p, dest)
+  }
+}
+
+/** run() for the ...Sync twins: the same errors, thrown. */
+function runSync<T>(p: PathLike | undefined, dest: PathLike | undefined, call: (a: Addon) => T): T {
+  const a = load()
+  try {
+    return call(a)
+  } catch (e) {
+    throw sysError(e, p, dest)
   }
 }
 
@@ -139,6 +163,34 @@ function splitNames(list: Buffer): Buffer[] {
   }
   if (start < list.length) out.push(list.subarray(start))
   return out
+}
+
+export function lgetxattrSync(p: PathLike, name: PathLike): Buffer | null {
+  return runSync(p, undefined, (a) => a.lgetxattrSync(p, name))
+}
+
+export function lsetxattrSync(p: PathLike, name: PathLike, value: Buffer, flags = 0): void {
+  runSync(p, undefined, (a) => a.lsetxattrSync(p, name, value, flags))
+}
+
+export function llistxattrSync(p: PathLike): string[] {
+  return splitNames(runSync(p, undefined, (a) => a.llistxattrSync(p))).map((b) => b.toString('utf8'))
+}
+
+export function lremovexattrSync(p: PathLike, name: PathLike): void {
+  runSync(p, undefined, (a) => a.lremovexattrSync(p, name))
+}
+
+export function mknodSync(p: PathLike, mode: number, dev: number): void {
+  runSync(p, undefined, (a) => a.mknodSync(p, mode, dev))
+}
+
+export function renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void {
+  runSync(oldPath, newPath, (a) => a.renameat2Sync(oldPath, newPath, flags))
+}
+
+export function utimensatSync(p: PathLike, atime: Timespec, mtime: Timespec, nofollow: boolean): void {
+  runSync(p, undefined, (a) => a.utimensatSync(p, atime.sec, atime.nsec, mtime.sec, mtime.nsec, nofollow ? 1 : 0))
 }
 
 /** xattr names on `p` (symlinks not followed), decoded as UTF-8. */
