@@ -63,6 +63,32 @@ json.dump(out, sys.stdout, sort_keys=True)
 
 type Probe = Record<string, unknown>
 
+/** lstat of each name, with no listing first: after a change, the addon answers from the table the change edited. */
+const LOOKUPS = `
+import json, os, sys
+root = sys.argv[1]
+out = {}
+for n in sys.argv[2].split(','):
+    try:
+        s = os.lstat(os.path.join(root, n))
+        out[n] = [oct(s.st_mode), 0 if os.path.isdir(os.path.join(root, n)) else s.st_size, s.st_nlink, s.st_uid, s.st_gid]
+    except OSError as e:
+        out[n] = 'errno %d' % e.errno
+json.dump(out, sys.stdout, sort_keys=True)
+`
+
+/** Every name the layers and the steps below make, and some that never exist. */
+const NAMES = [
+  'd', 'd/top', 'd/both', 'd/sub', 'd/sub/s1', 'd/sub/s2', 'd/ln', 'd/bottom', 'd/b2', 'd/b3', 'd/b4', 'd/h1', 'd/h2', 'd/u',
+  'e', 'e/x', 'e/moved', 'd/xl', 'd/n1', 'd/nd', 'd/nl', 'd/nf', 'd/nope', 'd/never', 'e/never', 'd/sub/never',
+]
+
+function lookups (root: string): Record<string, unknown> {
+  const r = spawnSync('python3', ['-c', LOOKUPS, root, NAMES.join(',')], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`lookups in ${root} failed: ${r.stderr || String(r.error)}`)
+  return JSON.parse(r.stdout) as Record<string, unknown>
+}
+
 function probe (root: string): Probe {
   const r = spawnSync('python3', ['-c', PROBE, root, 'nope,.wh.top,top.missing'], { encoding: 'utf8', maxBuffer: 64 << 20 })
   if (r.status !== 0) throw new Error(`probing ${root} failed: ${r.stderr || String(r.error)}`)
@@ -139,6 +165,12 @@ describe('fast names', () => {
             const k = apply(s.kernel.mnt, op)
             const f = apply(s.fuse.mnt, op)
             if (k !== f) problems.push(`${name}: ${describeOp(op)}: kernel ${k}, ovlfs ${f}`)
+          }
+          // First with no listing in between: the addon's table as the change left it (patch item 21).
+          const lk = lookups(s.kernel.mnt)
+          const lf = lookups(s.fuse.mnt)
+          for (const n of NAMES) {
+            if (JSON.stringify(lk[n]) !== JSON.stringify(lf[n])) problems.push(`lookups after ${name}: ${n}: kernel ${JSON.stringify(lk[n])} ovlfs ${JSON.stringify(lf[n])}`)
           }
           // Twice: the second time the lookups are answered by the addon (the listing was handed over).
           for (let i = 0; i < 2; i++) problems.push(...compare(probe(s.kernel.mnt), probe(s.fuse.mnt)).map(l => `after ${name} (${i}): ${l}`))

@@ -109,21 +109,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     getattr: (path, cb) => {
       const p = normPath(path)
-      const gen = fast?.generation ?? 0
-      run('getattr', path, () => andThen(engine.getattrWithOrigin(lookedUp(p)), ({ attr, lower, node }) => {
-      const st = present(attr)
-      if (lower) fast?.learned(p, node, gen)
-      if (lowerTimeout > 0) {
-        // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
-        if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {
-          st.attrTimeout = lowerTimeout
-          st.invalidatable = true
-          if (path === '/') st.isRoot = true
-        }
-        if (lower) st.entryTimeout = lowerTimeout
-      }
-      return st
-    }), cb)
+      run('getattr', path, () => attrsOf(lookedUp(p), fast?.generation), cb)
     },
 
     fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
@@ -160,9 +146,14 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     // sends OPENDIR only for directories; FLUSH answered ENOSYS is success and is not sent again), which
     // saves two or three crossings to the JS thread per directory listed and one per file closed.
 
+    // The changes below answer with the attributes afterwards, as libfuse's getattr right after them would get (patch item 20).
+
     create: (path, mode, flags, cb) => {
       const who = caller()
-      run('create', path, async () => (await engine.create(normPath(path), mode, flags, who)).id, cb)
+      run('create', path, async () => {
+        const h = await engine.create(normPath(path), mode, flags, who)
+        return { h, st: present(await engine.fgetattr(h)) }
+      }, (err, v) => v === undefined ? cb(err) : cb(0, v.h.id, v.st))
     },
 
     read: (_path, fh, buf, len, pos, cb) => {
@@ -187,13 +178,26 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     fsyncdir: (path, _datasync, _fh, cb) => run('fsyncdir', path ?? '(unlinked)', async () => { if (path !== null) await engine.fsyncdir(normPath(path)) }, cb),
 
-    truncate: (path, size, cb) => run('truncate', path, async () => await engine.truncate(normPath(path), size), cb),
+    truncate: (path, size, cb) => run('truncate', path, async () => {
+      await engine.truncate(normPath(path), size)
+      return await attrsOf(normPath(path))
+    }, cb),
 
-    ftruncate: (path, fh, size, cb) => run('ftruncate', path ?? '(unlinked)', async () => await engine.ftruncate(engine.handles.get(fh), size), cb),
+    ftruncate: (path, fh, size, cb) => run('ftruncate', path ?? '(unlinked)', async () => {
+      const h = engine.handles.get(fh)
+      await engine.ftruncate(h, size)
+      return present(await engine.fgetattr(h))
+    }, cb),
 
-    utimens: (path, atime, mtime, cb) => run('utimens', path, async () => await engine.utimens(normPath(path), atime, mtime), cb),
+    utimens: (path, atime, mtime, cb) => run('utimens', path, async () => {
+      await engine.utimens(normPath(path), atime, mtime)
+      return await attrsOf(normPath(path))
+    }, cb),
 
-    chmod: (path, mode, cb) => run('chmod', path, async () => await engine.chmod(normPath(path), mode), cb),
+    chmod: (path, mode, cb) => run('chmod', path, async () => {
+      await engine.chmod(normPath(path), mode)
+      return await attrsOf(normPath(path))
+    }, cb),
 
     chown: (path, uid, gid, cb) => run('chown', path, async () => {
       const host = ids.chownToHost(uid, gid)
@@ -203,6 +207,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
         // fuse-overlayfs reports a failing chown as success when squashing owners.
         if (!ids.ignoresChownErrors) throw err
       }
+      return await attrsOf(normPath(path))
     }, cb),
 
     mknod: (path, mode, dev, cb) => {
@@ -253,6 +258,29 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     }, cb),
   }
   return fast !== undefined ? fast.guard(ops) : ops
+
+  /**
+   * What getattr answers for `p`: the attributes as shown, with the cache
+   * timeouts of lower objects; the object is handed to the fast names (which
+   * take what they can answer the same way) when `gen` (their generation
+   * when the request came) is given.
+   */
+  function attrsOf (p: string, gen?: number): MaybePromise<FuseStat> {
+    return andThen(engine.getattrWithOrigin(p), ({ attr, lower, node }) => {
+      const st = present(attr)
+      if (gen !== undefined) fast?.learned(p, node, gen)
+      if (lowerTimeout > 0) {
+        // Directories, and lower objects with one name: their st_ino names one kernel inode to invalidate.
+        if ((st.mode & S_IFMT) === 0o040000 || (lower && attr.nlink === 1)) {
+          st.attrTimeout = lowerTimeout
+          st.invalidatable = true
+          if (p === '') st.isRoot = true
+        }
+        if (lower) st.entryTimeout = lowerTimeout
+      }
+      return st
+    })
+  }
 
   /** A path JS looks up (fast names count them per directory). */
   function lookedUp (p: string): string {

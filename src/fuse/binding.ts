@@ -34,7 +34,11 @@
  *   d_type. There is no offset and no fh: one call returns the whole directory.
  * - create: (path, mode, flags); mode has the file type bit and is already
  *   masked by the kernel (umask is informative). libfuse then looks the new
- *   path up with getattr, which must succeed and report a regular file.
+ *   path up with fgetattr, which must succeed and report a regular file.
+ * - chmod, chown, utimens, truncate, ftruncate and create may call back with
+ *   the object's attributes after the change (as getattr would give them):
+ *   libfuse's getattr/fgetattr right after the change (for its SETATTR or
+ *   CREATE reply) is then answered from them (patch item 20).
  * - open flags never contain O_CREAT / O_EXCL / O_NOCTTY / O_TRUNC: libfuse 2
  *   does not negotiate atomic_o_trunc, so the kernel follows a successful
  *   open(O_TRUNC) with truncate(path, 0) (path-based, not ftruncate).
@@ -132,6 +136,14 @@ export type StatusCallback = (status: Status) => void;
 export type StatCallback = (status: Status, stat?: FuseStat) => void;
 /** open may add keepCache: the kernel keeps the file's cached pages from earlier opens (patch item 14). */
 export type HandleCallback = (status: Status, fh?: number, keepCache?: boolean) => void;
+/**
+ * A change (chmod, chown, utimens, truncate, ftruncate) may answer with the
+ * object's attributes afterwards: libfuse's getattr that follows it is then
+ * answered by the addon without crossing to JS again (patch item 20).
+ */
+export type ChangeCallback = (status: Status, stat?: FuseStat) => void;
+/** create answers the handle and, like a change, maybe the new file's attributes (patch item 20). */
+export type CreateCallback = (status: Status, fh?: number, stat?: FuseStat) => void;
 /** byte count (>= 0) or negative errno */
 export type IoCallback = (result: number) => void;
 
@@ -148,12 +160,12 @@ export interface FuseOps {
   fsyncdir?(path: string | null, datasync: number, fh: number, cb: StatusCallback): void;
   /** names: the names, or packDirents()'s Buffer (then no stats). */
   readdir?(path: string | null, cb: (status: Status, names?: string[] | Buffer, stats?: FuseStat[]) => void): void;
-  truncate?(path: string, size: number, cb: StatusCallback): void;
-  ftruncate?(path: string | null, fh: number, size: number, cb: StatusCallback): void;
-  utimens?(path: string, atime: Timespec, mtime: Timespec, cb: StatusCallback): void;
+  truncate?(path: string, size: number, cb: ChangeCallback): void;
+  ftruncate?(path: string | null, fh: number, size: number, cb: ChangeCallback): void;
+  utimens?(path: string, atime: Timespec, mtime: Timespec, cb: ChangeCallback): void;
   readlink?(path: string, cb: (status: Status, target?: string) => void): void;
-  chown?(path: string, uid: number, gid: number, cb: StatusCallback): void;
-  chmod?(path: string, mode: number, cb: StatusCallback): void;
+  chown?(path: string, uid: number, gid: number, cb: ChangeCallback): void;
+  chmod?(path: string, mode: number, cb: ChangeCallback): void;
   mknod?(path: string, mode: number, dev: number, cb: StatusCallback): void;
   setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: StatusCallback): void;
   getxattr?(path: string, name: string, position: number, cb: (status: Status, value?: Buffer | null) => void): void;
@@ -165,7 +177,7 @@ export interface FuseOps {
   write?(path: string | null, fh: number, buf: Buffer, len: number, pos: number, cb: IoCallback): void;
   release?(path: string | null, fh: number, cb: StatusCallback): void;
   releasedir?(path: string | null, fh: number, cb: StatusCallback): void;
-  create?(path: string, mode: number, flags: number, cb: HandleCallback): void;
+  create?(path: string, mode: number, flags: number, cb: CreateCallback): void;
   unlink?(path: string, cb: StatusCallback): void;
   rename?(src: string, dest: string, cb: StatusCallback): void;
   link?(existingPath: string, newPath: string, cb: StatusCallback): void;
@@ -362,6 +374,11 @@ export class FuseMount {
   /** Fast names (patch item 17, fast-names.ts): forget them all; the new generation. */
   fastClear(): number {
     return this.ended ? 0 : this.fuse.fastClear();
+  }
+
+  /** Fast names (patch item 21): apply changes name by name (FastNames.change); the new generation. */
+  fastChange(records: Buffer): number {
+    return this.ended ? 0 : this.fuse.fastChange(records);
   }
 
   /** Fast names: hand over a listing's records; the table's epoch, or -1 if refused. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Engine } from '../engine/engine'
-import { type Layer, splitPath } from '../engine/layers'
+import { type Layer, normPath, splitPath } from '../engine/layers'
 import type { Node } from '../engine/lookup'
 import type { DirEntry } from '../engine/readdir'
 import type { FuseOps } from './binding'
@@ -27,9 +27,23 @@ import type { FuseOps } from './binding'
  *
  * Lower layers do not change while mounted; what changes the merged view is
  * an operation through the mount. Every operation that writes (guard())
- * empties the table before it starts and after it ends, and a listing made
- * before such a change is refused (its generation is old), so the addon
- * never answers from a view that an operation has changed.
+ * tells the addon, before it starts and after it ends, which names it
+ * changes (patch item 21, changes()): a name created or removed is "ask JS"
+ * while the operation runs and after it, or forgotten once removed; its
+ * directory's packed listing is dropped, while its completeness is kept
+ * (the new name is in the table as "ask JS"); the objects a copy-up moves
+ * to the upper layer (the name and its ancestors) are dropped if held as
+ * lower objects; a directory renamed, or a change the guard cannot place,
+ * empties the whole table. Each change bumps the generation, and a listing
+ * made before it is refused, so the addon never answers from a view that an
+ * operation has changed.
+ *
+ * Upper objects JS looked up are handed over too (kinds 6 to 8): their
+ * place in the upper layer and their exact inode, which no later change
+ * moves without telling the addon (a copy-up, a rename and a removal do);
+ * their attributes are read afresh by each fstatat. The addon also answers
+ * getxattr of security.capability (the kernel asks it before each write and
+ * chown) with ENODATA for objects it holds that have none.
  *
  * The same rule keeps readdir's answers (packed, patch item 18) between
  * changes: a directory listed again is answered by the addon from the copy
@@ -42,6 +56,7 @@ import type { FuseOps } from './binding'
  */
 export interface FastTable {
   fastClear: () => number
+  fastChange: (records: Buffer) => number
   fastPut: (gen: number, entryMs: number, attrMs: number, records: Buffer) => number
   fastStats: () => number[]
   fastMove: (path: string, ino: number, upperPath: string) => number
@@ -104,7 +119,7 @@ export class FastNames {
     return this.gen
   }
 
-  /** The merged view changes (called before and after each writing operation). */
+  /** The merged view changes anywhere: forget everything (a directory rename, a change with no path). */
   changed (): void {
     const t = this.table()
     if (t === undefined) return
@@ -114,6 +129,38 @@ export class FastNames {
     this.pending.clear()
     this.listings.clear()
     this.listingBytes = 0
+  }
+
+  /** The merged view changes at these names (engine paths; see changes()): tell the addon, forget what JS kept of them. */
+  private apply (list: readonly Change[]): void {
+    const t = this.table()
+    if (t === undefined) return
+    const bufs: Buffer[] = []
+    for (const [action, path] of list) {
+      const key = dirKey(path)
+      const n = Buffer.byteLength(key)
+      const b = Buffer.alloc(pad(8 + n))
+      b.writeUInt32LE(action, 0)
+      b.writeUInt32LE(n, 4)
+      b.write(key, 8)
+      bufs.push(b)
+      if (action === DROP_LISTING) this.dropListing(path)
+      else if (action === FORGET_TREE) this.forgetTree(path)
+    }
+    this.gen = t.fastChange(Buffer.concat(bufs))
+  }
+
+  private dropListing (dir: string): void {
+    const had = this.listings.get(dir)
+    if (had === undefined) return
+    this.listings.delete(dir)
+    this.listingBytes -= had.length
+  }
+
+  private forgetTree (path: string): void {
+    const under = path + '/'
+    for (const dir of [...this.listings.keys()]) if (dir === path || dir.startsWith(under)) this.dropListing(dir)
+    for (const dir of [...this.given]) if (dir === path || dir.startsWith(under)) this.given.delete(dir)
   }
 
   /** JS answered a lookup of `path` (engine form): after a few in one directory, hand its listing over. */
@@ -168,7 +215,8 @@ export class FastNames {
       this.listings.set(dir, packed)
       this.listingBytes += packed.length
     }
-    if (this.given.has(dir) || entries.length > MAX_NAMES) return
+    // A directory handed over before is handed over again (its readdir answer was dropped by a change in it).
+    if (entries.length > MAX_NAMES) return
     const recs = this.records(dir, entries)
     // readdir's answer too, for the addon to give again (kind 5) until the next change.
     if (packed !== undefined && packed.length <= MAX_PACKED_BYTES) recs.push(record(5, dirKey(dir), EMPTY_HEAD, packed))
@@ -184,8 +232,22 @@ export class FastNames {
    */
   learned (path: string, node: Node, gen: number): void {
     const t = this.table()
-    if (t === undefined || gen !== this.gen || path === '' || node.top.layer.isUpper || node.index !== undefined) return
-    const kind = node.isDir ? (node.dirs.length > 1 || this.staticNlink ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
+    if (t === undefined || gen !== this.gen || path === '' || node.index !== undefined || node.data !== undefined) return
+    const merged = node.dirs.length > 1 || this.staticNlink
+    if (node.top.layer.isUpper) {
+      // An upper object: its exact inode, shown as node.ino (item 21).
+      const kind = node.isDir ? (merged ? 8 : 7) : node.stat.nlink === 1n ? 6 : 0
+      const head = kind === 0 ? null : this.template(node.top.layer)
+      if (head === null) return
+      const exact = Buffer.from(head)
+      const real = node.stat.ino
+      exact.writeBigUInt64LE(BigInt.asUintN(64, BigInt(node.ino) - real), 8)
+      exact.writeBigUInt64LE(real + 1n, 16)
+      const rel = node.top.rel.slice(1)
+      this.put(t, gen, record(kind, path, exact, rel === path.slice(1) ? null : rel))
+      return
+    }
+    const kind = node.isDir ? (merged ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
     const rec = kind === 0 ? null : this.lowerRecord(kind, path, node.top.layer, node.top.rel.slice(1))
     if (rec !== null) this.put(t, gen, rec)
   }
@@ -202,17 +264,22 @@ export class FastNames {
     return true
   }
 
-  /** Wrap the writing operations: the table is emptied before each starts and after it ends. */
+  /**
+   * Wrap the writing operations: the addon is told what each changes
+   * (changes()) before it starts and after it ends.
+   */
   guard (ops: FuseOps): FuseOps {
     const out: Record<string, unknown> = { ...ops }
     for (const name of WRITERS) {
       const op = ops[name] as ((...args: unknown[]) => void) | undefined
       if (op === undefined) continue
       out[name] = (...args: unknown[]) => {
-        this.changed()
+        const plan = this.changes(name, args)
+        this.run(plan?.during)
         const cb = args[args.length - 1] as (...r: unknown[]) => void
         args[args.length - 1] = (...r: unknown[]) => {
-          this.changed()
+          this.run(r[0] === 0 ? plan?.done : plan?.during)
+          if (r[0] === 0 && plan?.made !== undefined) this.made(plan.made, name === 'mkdir')
           cb(...r)
         }
         op(...args)
@@ -222,13 +289,112 @@ export class FastNames {
     if (open === undefined) return out as unknown as FuseOps
     out.open = (path: string, flags: number, cb: (...r: unknown[]) => void) => {
       if ((flags & O_ACCMODE) === 0 && (flags & O_TRUNC) === 0) return open(path, flags, cb as never)
-      this.changed()
+      const p = normPath(path)
+      const plan = p === '' || this.hardLinked(p) ? undefined : changedIn(p)
+      this.run(plan)
       open(path, flags, ((...r: unknown[]) => {
-        this.changed()
+        this.run(plan)
         cb(...r)
       }) as never)
     }
     return out as unknown as FuseOps
+  }
+
+  /**
+   * An object was just created at `path` (its creation not yet answered, so
+   * nothing else can have reached it): hand it over as JS looked it up, and
+   * a new directory's listing too, empty and complete (a directory made
+   * where a lower one was hidden is opaque), so that lookups of names in it
+   * do not cross to JS until they exist.
+   */
+  private made (path: string, dir: boolean): void {
+    const t = this.table()
+    if (t === undefined) return
+    const node = this.engine.lookup.peek(path)
+    if (node !== undefined) this.learned(path, node, this.gen)
+    if (dir && this.put(t, this.gen, record(2, dirKey(path), EMPTY_HEAD))) this.mark(path)
+  }
+
+  /** Whether `path` is (or may be: not known without waiting) a non-directory with several names. */
+  private hardLinked (path: string): boolean {
+    if (path === '') return false
+    let node: Node | null
+    try {
+      const r = this.engine.lookup.resolveMaybe(path)
+      if (r instanceof Promise) {
+        r.catch(() => {})
+        return true
+      }
+      node = r
+    } catch {
+      return false
+    }
+    return node !== null && !node.isDir && (node.stat.nlink > 1n || node.index !== undefined)
+  }
+
+  /** Apply a change list; undefined: the change cannot be placed, forget everything. */
+  private run (list: readonly Change[] | undefined): void {
+    if (list === undefined) {
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ stack: new Error().stack }, 'fast names: emptied')
+      this.changed()
+    } else {
+      this.apply(list)
+    }
+  }
+
+  /**
+   * What a writing operation changes, name by name: `during` while it runs
+   * (and after it, if it fails), `done` once it succeeded; undefined when
+   * only emptying the table will do.
+   */
+  private changes (op: keyof FuseOps, args: unknown[]): { during: Change[], done: Change[], made?: string } | undefined {
+    const p = (i: number): string | undefined => typeof args[i] === 'string' ? normPath(args[i] as string) : undefined
+    // A copy-up or removal of one name of a hard-linked file changes how its other names (anywhere) are served.
+    // (A name being created is no such file; rmdir's is a directory.)
+    const existing = op === 'rename' ? [0, 1] : op === 'create' || op === 'mknod' || op === 'mkdir' || op === 'symlink' || op === 'rmdir' ? [] : [0]
+    for (const i of existing) {
+      const path = p(i)
+      if (path !== undefined && this.hardLinked(path)) return undefined
+    }
+    switch (op) {
+      case 'create': case 'mknod': case 'mkdir': case 'symlink': {
+        const path = p(op === 'symlink' ? 1 : 0)
+        if (path === undefined || path === '') return undefined
+        const list = created(path)
+        return { during: list, done: list, made: path }
+      }
+      case 'link': {
+        const src = p(0)
+        const dst = p(1)
+        if (src === undefined || dst === undefined || src === '' || dst === '') return undefined
+        const list = [...created(dst), ...changedIn(src)]
+        return { during: list, done: list }
+      }
+      case 'unlink': case 'rmdir': {
+        const path = p(0)
+        if (path === undefined || path === '') return undefined
+        const during = created(path)
+        return { during, done: [[op === 'rmdir' ? FORGET_TREE : FORGET, path], ...during.slice(1)] }
+      }
+      case 'rename': {
+        const src = p(0)
+        const dst = p(1)
+        if (src === undefined || dst === undefined || src === '' || dst === '') return undefined
+        // A directory moves its whole subtree (and its redirect): empty the table.
+        const node = this.engine.lookup.peek(src)
+        if (node === undefined || node.isDir) return undefined
+        const during = [...created(src), ...created(dst)]
+        return { during, done: [[FORGET, src], ...during.slice(1)] }
+      }
+      case 'truncate': case 'ftruncate': case 'utimens': case 'chmod': case 'chown': case 'setxattr': case 'removexattr': {
+        const path = p(0)
+        if (path === undefined) return undefined
+        const list = path === '' ? [] : changedIn(path)
+        return { during: list, done: list }
+      }
+      default:
+        return undefined
+    }
   }
 
   /** [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
@@ -289,6 +455,32 @@ export class FastNames {
     }
     return t
   }
+}
+
+/** One name's change for the addon (fuse_native_fast_change): the action and an engine path. */
+type Change = readonly [number, string]
+const ASK = 1
+const FORGET = 2
+const FORGET_TREE = 3
+const DROP_LISTING = 4
+const COPIED_UP = 5
+
+/** The name and its ancestors, copied up by a change of it: held as lower objects no more. */
+function copiedUp (path: string): Change[] {
+  const list: Change[] = []
+  for (let p = path; p !== ''; p = splitPath(p)[0]) list.push([COPIED_UP, p])
+  return list
+}
+
+/** An object changed in place (copied up first): its directory's readdir answer is made again, to be sure. */
+function changedIn (path: string): Change[] {
+  return [[DROP_LISTING, splitPath(path)[0]], ...copiedUp(path)]
+}
+
+/** A name created or removed in its directory: ask JS for it, the directory's listing changes, the ancestors are copied up. */
+function created (path: string): Change[] {
+  const dir = splitPath(path)[0]
+  return [[ASK, path], [DROP_LISTING, dir], ...copiedUp(dir)]
 }
 
 /** The head of a record the addon does not stat itself. */

@@ -40,6 +40,8 @@ declare module 'fuse-native' {
     invalidateIno(ino: number): number
     /** patched (item 17): fast names. Forget them all; the new generation. */
     fastClear(): number
+    /** patched (item 21): apply changes name by name; the new generation. */
+    fastChange(records: Buffer): number
     /** patched (item 17): hand over a listing's records; the table's epoch, or -1 if refused. */
     fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number
     /** patched (item 17): [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
