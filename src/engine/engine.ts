@@ -8,7 +8,7 @@ import {
 import { CopyUp, type CopyUpOptions } from './copyup'
 import { HardLinkIndex, mergedNlink } from './hardlinks'
 import { OvlError, codeOf } from './errors'
-import { Handles, closeFd, openFd, type OpenFile } from './handles'
+import { Handles, closeFd, fstatFd, openFd, type OpenFile } from './handles'
 import { KeyedLocks } from './locks'
 import { dropSgidOnWrite, type Writer } from './privs'
 import { type Layer, LayerStack, type LayerStackConfig, joinPath, realPath, splitPath } from './layers'
@@ -100,7 +100,6 @@ const writeP = promisify(fs.write)
 const fsyncP = promisify(fs.fsync)
 const fdatasyncP = promisify(fs.fdatasync)
 const ftruncateP = promisify(fs.ftruncate)
-const fstatP = promisify(fs.fstat) as (fd: number, o: { bigint: true }) => Promise<BigIntStats>
 
 /**
  * The merge engine: every filesystem operation on merged paths ('' is the
@@ -232,7 +231,7 @@ export class Engine {
    */
   async fgetattr (h: OpenFile): Promise<Attr> {
     const upper = this.stack.upper
-    const attr = attrOf(await (h.upper && upper !== undefined ? this.io.fstat(upper, h.fd) : fstatP(h.fd, { bigint: true })), h.ino, false)
+    const attr = attrOf(await (h.upper && upper !== undefined ? this.io.fstat(upper, h.fd) : fstatFd(h.fd, { bigint: true })), h.ino, false)
     if (this.override === undefined) return attr
     const node = await this.lookup.resolve(h.path).catch(() => null)
     if (node === null || node.ino !== h.ino) return attr

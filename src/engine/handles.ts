@@ -119,3 +119,4 @@ async function reopen (handles: Iterable<OpenFile>, upperPath: string): Promise<
 /** Raw fds through the callback API: no FileHandle objects, no GC closing fds behind our back. */
 export const openFd: (p: string, flags: number, mode?: number) => Promise<number> = promisify(fs.open) as (p: string, flags: number, mode?: number) => Promise<number>
 export const closeFd: (fd: number) => Promise<void> = promisify(fs.close)
+export const fstatFd = promisify(fs.fstat) as (fd: number, o: { bigint: true }) => Promise<fs.BigIntStats>

@@ -2,7 +2,7 @@ import * as fs from 'node:fs'
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { type Timespec, lgetxattr, lgetxattrSync, llistxattr, llistxattrSync, utimensat, utimensatSync } from '../native/sys'
-import { closeFd, openFd } from './handles'
+import { closeFd, fstatFd, openFd } from './handles'
 import type { Layer } from './layers'
 import type { MaybePromise } from './maybe'
 
@@ -84,9 +84,7 @@ export class LayerIo {
   }
 
   fstat (layer: Layer, fd: number): MaybePromise<BigIntStats> {
-    return this.run(layer, () => fs.fstatSync(fd, { bigint: true }), async () => await new Promise<BigIntStats>((resolve, reject) => {
-      fs.fstat(fd, { bigint: true }, (err, st) => { if (err !== null) reject(err); else resolve(st) })
-    }))
+    return this.run(layer, () => fs.fstatSync(fd, { bigint: true }), async () => await fstatFd(fd, { bigint: true }))
   }
 
   close (layer: Layer, fd: number): MaybePromise<void> {

@@ -364,13 +364,7 @@ export class Lookup {
 
   private async probeReal (dir: Hit, name: string, hit: Hit): Promise<Probe> {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
-    const whExists = async (): Promise<boolean> => {
-      try {
-        return await this.io.lstat(dir.layer, whPath) !== undefined
-      } catch {
-        return false
-      }
-    }
+    const whExists = async (): Promise<boolean> => await this.exists(dir.layer, whPath)
     try {
       const st = await this.io.lstat(dir.layer, hitPath(hit))
       if (st !== undefined) {

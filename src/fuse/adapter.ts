@@ -178,10 +178,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
 
     fsyncdir: (path, _datasync, _fh, cb) => run('fsyncdir', path ?? '(unlinked)', async () => { if (path !== null) await engine.fsyncdir(normPath(path)) }, cb),
 
-    truncate: (path, size, cb) => run('truncate', path, async () => {
-      await engine.truncate(normPath(path), size)
-      return await attrsOf(normPath(path))
-    }, cb),
+    truncate: (path, size, cb) => run('truncate', path, async () => await changeOf(path, async (p) => await engine.truncate(p, size)), cb),
 
     ftruncate: (path, fh, size, cb) => run('ftruncate', path ?? '(unlinked)', async () => {
       const h = engine.handles.get(fh)
@@ -189,26 +186,19 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       return present(await engine.fgetattr(h))
     }, cb),
 
-    utimens: (path, atime, mtime, cb) => run('utimens', path, async () => {
-      await engine.utimens(normPath(path), atime, mtime)
-      return await attrsOf(normPath(path))
-    }, cb),
+    utimens: (path, atime, mtime, cb) => run('utimens', path, async () => await changeOf(path, async (p) => await engine.utimens(p, atime, mtime)), cb),
 
-    chmod: (path, mode, cb) => run('chmod', path, async () => {
-      await engine.chmod(normPath(path), mode)
-      return await attrsOf(normPath(path))
-    }, cb),
+    chmod: (path, mode, cb) => run('chmod', path, async () => await changeOf(path, async (p) => await engine.chmod(p, mode)), cb),
 
-    chown: (path, uid, gid, cb) => run('chown', path, async () => {
+    chown: (path, uid, gid, cb) => run('chown', path, async () => await changeOf(path, async (p) => {
       const host = ids.chownToHost(uid, gid)
       try {
-        await engine.chown(normPath(path), host.uid, host.gid)
+        await engine.chown(p, host.uid, host.gid)
       } catch (err) {
         // fuse-overlayfs reports a failing chown as success when squashing owners.
         if (!ids.ignoresChownErrors) throw err
       }
-      return await attrsOf(normPath(path))
-    }, cb),
+    }), cb),
 
     mknod: (path, mode, dev, cb) => {
       const who = caller()
@@ -280,6 +270,13 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       }
       return st
     })
+  }
+
+  /** Make a change of `path` (FUSE form), then answer what getattr would (patch item 20). */
+  async function changeOf (path: string, change: (p: string) => Promise<void>): Promise<FuseStat> {
+    const p = normPath(path)
+    await change(p)
+    return await attrsOf(p)
   }
 
   /** A path JS looks up (fast names count them per directory). */

@@ -136,12 +136,6 @@ export type StatusCallback = (status: Status) => void;
 export type StatCallback = (status: Status, stat?: FuseStat) => void;
 /** open may add keepCache: the kernel keeps the file's cached pages from earlier opens (patch item 14). */
 export type HandleCallback = (status: Status, fh?: number, keepCache?: boolean) => void;
-/**
- * A change (chmod, chown, utimens, truncate, ftruncate) may answer with the
- * object's attributes afterwards: libfuse's getattr that follows it is then
- * answered by the addon without crossing to JS again (patch item 20).
- */
-export type ChangeCallback = (status: Status, stat?: FuseStat) => void;
 /** create answers the handle and, like a change, maybe the new file's attributes (patch item 20). */
 export type CreateCallback = (status: Status, fh?: number, stat?: FuseStat) => void;
 /** byte count (>= 0) or negative errno */
@@ -160,12 +154,13 @@ export interface FuseOps {
   fsyncdir?(path: string | null, datasync: number, fh: number, cb: StatusCallback): void;
   /** names: the names, or packDirents()'s Buffer (then no stats). */
   readdir?(path: string | null, cb: (status: Status, names?: string[] | Buffer, stats?: FuseStat[]) => void): void;
-  truncate?(path: string, size: number, cb: ChangeCallback): void;
-  ftruncate?(path: string | null, fh: number, size: number, cb: ChangeCallback): void;
-  utimens?(path: string, atime: Timespec, mtime: Timespec, cb: ChangeCallback): void;
+  /** The changes (truncate, ftruncate, utimens, chown, chmod) may answer with the attributes afterwards (patch item 20). */
+  truncate?(path: string, size: number, cb: StatCallback): void;
+  ftruncate?(path: string | null, fh: number, size: number, cb: StatCallback): void;
+  utimens?(path: string, atime: Timespec, mtime: Timespec, cb: StatCallback): void;
   readlink?(path: string, cb: (status: Status, target?: string) => void): void;
-  chown?(path: string, uid: number, gid: number, cb: ChangeCallback): void;
-  chmod?(path: string, mode: number, cb: ChangeCallback): void;
+  chown?(path: string, uid: number, gid: number, cb: StatCallback): void;
+  chmod?(path: string, mode: number, cb: StatCallback): void;
   mknod?(path: string, mode: number, dev: number, cb: StatusCallback): void;
   setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: StatusCallback): void;
   getxattr?(path: string, name: string, position: number, cb: (status: Status, value?: Buffer | null) => void): void;
@@ -376,7 +371,7 @@ export class FuseMount {
     return this.ended ? 0 : this.fuse.fastClear();
   }
 
-  /** Fast names (patch item 21): apply changes name by name (FastNames.change); the new generation. */
+  /** Fast names (patch item 21): apply changes name by name (FastNames.apply); the new generation. */
   fastChange(records: Buffer): number {
     return this.ended ? 0 : this.fuse.fastChange(records);
   }

@@ -289,11 +289,11 @@ export class FastNames {
     if (open === undefined) return out as unknown as FuseOps
     out.open = (path: string, flags: number, cb: (...r: unknown[]) => void) => {
       if ((flags & O_ACCMODE) === 0 && (flags & O_TRUNC) === 0) return open(path, flags, cb as never)
-      const p = normPath(path)
-      const plan = p === '' || this.hardLinked(p) ? undefined : changedIn(p)
-      this.run(plan)
+      // It copies up first, as a change of attributes does.
+      const plan = this.changes('open', [path])
+      this.run(plan?.during)
       open(path, flags, ((...r: unknown[]) => {
-        this.run(plan)
+        this.run(plan?.during)
         cb(...r)
       }) as never)
     }
@@ -386,7 +386,7 @@ export class FastNames {
         const during = [...created(src), ...created(dst)]
         return { during, done: [[FORGET, src], ...during.slice(1)] }
       }
-      case 'truncate': case 'ftruncate': case 'utimens': case 'chmod': case 'chown': case 'setxattr': case 'removexattr': {
+      case 'open': case 'truncate': case 'ftruncate': case 'utimens': case 'chmod': case 'chown': case 'setxattr': case 'removexattr': {
         const path = p(0)
         if (path === undefined) return undefined
         const list = path === '' ? [] : changedIn(path)

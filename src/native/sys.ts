@@ -39,11 +39,7 @@ interface Addon {
   readdirIno(p: PathLike): Promise<Buffer>
   overlayFh(p: PathLike): Promise<Buffer>
   lgetxattrSync(p: PathLike, name: PathLike): Buffer | null
-  lsetxattrSync(p: PathLike, name: PathLike, value: Buffer, flags: number): void
   llistxattrSync(p: PathLike): Buffer
-  lremovexattrSync(p: PathLike, name: PathLike): void
-  mknodSync(p: PathLike, mode: number, dev: number): void
-  renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void
   utimensatSync(p: PathLike, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: number): void
 }
 
@@ -169,24 +165,8 @@ export function lgetxattrSync(p: PathLike, name: PathLike): Buffer | null {
   return runSync(p, undefined, (a) => a.lgetxattrSync(p, name))
 }
 
-export function lsetxattrSync(p: PathLike, name: PathLike, value: Buffer, flags = 0): void {
-  runSync(p, undefined, (a) => a.lsetxattrSync(p, name, value, flags))
-}
-
 export function llistxattrSync(p: PathLike): string[] {
   return splitNames(runSync(p, undefined, (a) => a.llistxattrSync(p))).map((b) => b.toString('utf8'))
-}
-
-export function lremovexattrSync(p: PathLike, name: PathLike): void {
-  runSync(p, undefined, (a) => a.lremovexattrSync(p, name))
-}
-
-export function mknodSync(p: PathLike, mode: number, dev: number): void {
-  runSync(p, undefined, (a) => a.mknodSync(p, mode, dev))
-}
-
-export function renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void {
-  runSync(oldPath, newPath, (a) => a.renameat2Sync(oldPath, newPath, flags))
 }
 
 export function utimensatSync(p: PathLike, atime: Timespec, mtime: Timespec, nofollow: boolean): void {
