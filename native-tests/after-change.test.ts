@@ -55,6 +55,18 @@ for i in range(10):
 print(json.dumps(out))
 `
 
+/**
+ * The ops the daemon logged (debug level) after byte `start` of its log, once `done` holds for
+ * them or 10 s have passed: the daemon writes its log asynchronously, so the last lines of a
+ * burst may land after the calls that caused them returned.
+ */
+async function loggedOps (log: string, start: number, done: (ops: string[]) => boolean): Promise<string[]> {
+  const read = (): string[] => fs.readFileSync(log, 'utf8').slice(start).split('\n').filter(l => l.includes('"op":'))
+    .map(l => (JSON.parse(l) as { op: string }).op)
+  for (let i = 0; i < 100 && !done(read()); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  return read()
+}
+
 function series (root: string): unknown {
   const r = spawnSync('python3', ['-c', SERIES, root], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`series failed: ${r.stderr}`)
@@ -86,16 +98,14 @@ describe('attributes after a change (patch item 20)', () => {
         const st = fs.fstatSync(fd)
         fs.closeSync(fd)
         expect([st.mode & 0o7777, st.uid, st.gid, st.mtimeMs, st.size]).toEqual([0o611, 1009, 2009, 2_009_000, 19])
-        const ops = fs.readFileSync(log, 'utf8').slice(start).split('\n').filter(l => l.includes('"op":'))
-          .map(l => (JSON.parse(l) as { op: string }).op)
+        const ops = await loggedOps(log, start, (o) => ['chmod', 'chown', 'utimens', 'ftruncate'].every(op => o.filter(x => x === op).length >= 10))
         const count = (op: string): number => ops.filter(o => o === op).length
         // Each change reaches JS once; libfuse's getattr after it does not (the last fstat may).
         expect([count('chmod'), count('chown'), count('utimens'), count('ftruncate')]).toEqual([10, 10, 10, 10])
         expect(count('getattr') + count('fgetattr')).toBeLessThanOrEqual(1)
         const before = fs.readFileSync(log, 'utf8').length
         for (let i = 0; i < 10; i++) fs.closeSync(fs.openSync(path.join(mnt, 'd', `n${i}`), 'wx'))
-        const created = fs.readFileSync(log, 'utf8').slice(before).split('\n').filter(l => l.includes('"op":'))
-          .map(l => (JSON.parse(l) as { op: string }).op)
+        const created = await loggedOps(log, before, (o) => o.filter(x => x === 'create').length >= 10)
         expect(created.filter(o => o === 'create')).toHaveLength(10)
         expect(created.filter(o => o === 'fgetattr')).toHaveLength(0)
       } finally {
