@@ -914,7 +914,9 @@ describe('real dockerd (docker.io 20.10, overlay2, private and offline)', () => 
       ...(ambiguous === undefined ? [] : [ambiguous]),
     ]
     for (const ref of bad) {
-      expect(dk.tryDocker(['inspect', ref]).status, `docker inspect ${ref}`).not.toBe(0)
+      // As an image and as a container, what ovlfs resolves; a plain `docker inspect` also matches
+      // networks and volumes by ID prefix (CI at 18facaf: the "none" network's ID began with the ambiguous digit).
+      for (const type of ['image', 'container']) expect(dk.tryDocker([type, 'inspect', ref]).status, `docker ${type} inspect ${ref}`).not.toBe(0)
       const r = ovlfs(['layers', '--docker-root', dockerRoot(), ref])
       expect(r.status, `ovlfs layers ${ref}: ${r.stdout}${r.stderr}`).toBe(1)
       expect(r.stderr.trim().split('\n'), `ovlfs layers ${ref}`).toHaveLength(1)
