@@ -106,11 +106,12 @@ export async function serve (req: ServeRequest): Promise<number> {
   process.once('SIGINT', () => onSignal('SIGINT'))
 
   let fuse: FuseMount
+  let engine: Engine
   let fastNames: FastNames | undefined
   try {
     // Modes arrive from the kernel with the caller's umask applied; ours must not apply twice.
     process.umask(0)
-    const engine = await Engine.open({
+    engine = await Engine.open({
       lowerdirs: layers.lowerdirs, upperdir: layers.upperdir, workdir: layers.workdir, volatile: options.volatile, redirectDir: options.redirectDir,
       index: options.index, metacopy: options.metacopy,
       xattrPermissions: req.mapping.xattrPermissions, maxNodes: MAX_NODES, maxListingEntries: MAX_LISTING_ENTRIES,
@@ -150,6 +151,7 @@ export async function serve (req: ServeRequest): Promise<number> {
         const [held, answered, absent, opened] = fastNames.stats()
         log.info({ held, answered, absent, opened }, 'fast names')
       }
+      engine.close()
       log.info({ why }, 'unmounted')
       resolve(0)
     }

@@ -7,8 +7,7 @@ import * as sys from '../native/sys'
 import { CopyUp } from './copyup'
 import {
   C, ROOT, chr, dir, expectErrno, fifo, file, hardlink, readMerged, realTree, sparse, stack, symlink, ts, useTmp,
-  writeMerged, xattrNames, type Stack,
-} from './test-helpers'
+  writeMerged, xattrNames, type Stack, workLeft } from './test-helpers'
 
 // A transparent wrapper over the addon, so a test can hold one lgetxattr call
 // at a chosen point (to order two concurrent operations deterministically).
@@ -87,10 +86,6 @@ function posixAcl (entries: Array<[number, number, number]>): Buffer {
 
 function lst (p: string): fs.BigIntStats {
   return fs.lstatSync(p, { bigint: true })
-}
-
-function workLeft (s: Stack): string[] {
-  return fs.readdirSync(`${s.work}/work`)
 }
 
 describe('copy-up', () => {

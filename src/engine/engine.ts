@@ -431,8 +431,8 @@ export class Engine {
   // ---- creating --------------------------------------------------------------
 
   async mkdir (path: string, mode: number, caller: Caller): Promise<void> {
-    await this.createObject(path, caller, S_IFDIR | (mode & 0o7777), async (target) => {
-      await fsp.mkdir(target, { mode: mode & 0o7777 })
+    await this.createObject(path, caller, S_IFDIR | (mode & 0o7777), async (target, layer) => {
+      await this.io.mkdir(layer, target, mode & 0o7777)
     })
   }
 
@@ -443,14 +443,14 @@ export class Engine {
       })
       return
     }
-    await this.createObject(path, caller, mode, async (target) => {
-      await mknod(target, mode, dev)
+    await this.createObject(path, caller, mode, async (target, layer) => {
+      await this.io.mknod(layer, target, mode, dev)
     })
   }
 
   async symlink (target: string, path: string, caller: Caller): Promise<void> {
-    await this.createObject(path, caller, 0o120777, async (real) => {
-      await fsp.symlink(target, real)
+    await this.createObject(path, caller, 0o120777, async (real, layer) => {
+      await this.io.symlink(layer, target, real)
     })
   }
 
@@ -518,17 +518,17 @@ export class Engine {
       }
     } else {
       const tmp = this.requireWork().temp()
+      const exchange = overWhiteout && isDir
+      let placed = false
       try {
         await make(tmp, upper)
         await finish(tmp)
         if (isDir && await this.lookup.lowerPositive(path)) await lsetxattr(tmp, this.xattrs.opaque, Buffer.from('y'))
-        if (overWhiteout && isDir) {
-          await renameat2(tmp, target, RENAME_EXCHANGE)
-        } else {
-          await fsp.rename(tmp, target)
-        }
+        await this.io.rename(upper, tmp, target, exchange ? RENAME_EXCHANGE : 0)
+        placed = true
       } finally {
-        await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
+        // After an exchange the whiteout it replaced is at tmp; after a failure, what was made.
+        if (!placed || exchange) await this.discard(upper, tmp)
       }
       if (overAufsWhiteout) await fsp.unlink(aufsWh).catch(() => {})
     }
@@ -588,16 +588,17 @@ export class Engine {
     const lowerPositive = await this.lookup.lowerPositive(node.path)
     const parent = await this.ensureDir(parentPath)
     const target = realPath(parent.top.layer, joinPath(parent.top.rel, name))
+    const upper = parent.top.layer
     if (!node.top.layer.isUpper) {
       await this.placeWhiteout(target, 'none')
     } else if (lowerPositive) {
       await this.placeWhiteout(target, node.isDir ? 'dir' : 'nondir')
     } else if (node.isDir) {
       const trash = this.requireWork().temp()
-      await fsp.rename(target, trash)
-      await fsp.rm(trash, { recursive: true, force: true })
+      await this.io.rename(upper, target, trash)
+      await this.io.removeTree(upper, trash)
     } else {
-      await fsp.unlink(target)
+      await this.io.unlink(upper, target)
     }
     this.lookup.invalidate(node.path)
     if (fh !== undefined) await this.hardlinks?.release(fh)
@@ -611,6 +612,7 @@ export class Engine {
    */
   private async placeWhiteout (target: string, existing: 'none' | 'nondir' | 'dir'): Promise<void> {
     const work = this.requireWork()
+    const upper = this.stack.upper!
     if (this.whiteoutStyle === 'aufs') {
       const dir = target.slice(0, target.lastIndexOf('/'))
       const name = target.slice(target.lastIndexOf('/') + 1)
@@ -624,17 +626,70 @@ export class Engine {
       }
       return
     }
-    const tmp = work.temp()
-    await mknod(tmp, S_IFCHR, 0)
-    try {
-      if (existing === 'dir') {
-        await renameat2(tmp, target, RENAME_EXCHANGE)
-      } else {
-        await fsp.rename(tmp, target)
+    if (existing === 'none') {
+      // Where the upper layer has nothing, making the whiteout in place is as atomic as renaming one there.
+      try {
+        await this.makeWhiteout(upper, work, target)
+        return
+      } catch (err) {
+        if (codeOf(err) !== 'EEXIST') throw err
       }
-    } finally {
-      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {})
     }
+    const tmp = work.temp()
+    await this.makeWhiteout(upper, work, tmp)
+    let placed = false
+    try {
+      await this.io.rename(upper, tmp, target, existing === 'dir' ? RENAME_EXCHANGE : 0)
+      placed = true
+    } finally {
+      // After an exchange the replaced directory is at tmp; after a failure, the whiteout.
+      if (!placed || existing === 'dir') await this.discard(upper, tmp)
+    }
+  }
+
+  /**
+   * A char device 0/0 at `dst` (which must not exist): a hard link of the work
+   * dir's shared whiteout, as the kernel makes them (ovl_whiteout), or its own
+   * mknod where the upper filesystem refuses such links.
+   */
+  private async makeWhiteout (upper: Layer, work: WorkDir, dst: string): Promise<void> {
+    for (let tries = 0; work.sharesWhiteouts && tries < 2; tries++) {
+      let shared = work.sharedWhiteout
+      if (shared === undefined) {
+        shared = work.temp()
+        await this.io.mknod(upper, shared, S_IFCHR, 0)
+        work.sharedWhiteout = shared
+      }
+      try {
+        await this.io.link(upper, shared, dst)
+        return
+      } catch (err) {
+        const c = codeOf(err)
+        if (c === 'EEXIST' || (c === 'ENOENT' && tries > 0)) throw err
+        // Full (EMLINK) or gone (ENOENT: removed behind our back): start a new one; the full one's links stay whiteouts.
+        if (work.sharedWhiteout === shared) work.sharedWhiteout = undefined
+        if (c === 'EMLINK') await this.discard(upper, shared)
+        if (c !== 'EMLINK' && c !== 'ENOENT') work.sharesWhiteouts = false
+      }
+    }
+    await this.io.mknod(upper, dst, S_IFCHR, 0)
+  }
+
+  /** At unmount: the shared whiteout goes, so the work dir is left empty (the kernel's stays until the next mount). */
+  close (): void {
+    const shared = this.work?.sharedWhiteout
+    if (shared === undefined || this.work === undefined) return
+    this.work.sharedWhiteout = undefined
+    try {
+      fs.unlinkSync(shared)
+    } catch {}
+  }
+
+  /** Remove a work dir temp and what is under it; errors ignored (the work dir is emptied at mount). */
+  private async discard (upper: Layer, tmp: string): Promise<void> {
+    try {
+      await this.io.removeTree(upper, tmp)
+    } catch {}
   }
 
   // ---- rename ----------------------------------------------------------------

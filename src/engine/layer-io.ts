@@ -1,7 +1,7 @@
 import * as fs from 'node:fs'
 import { promises as fsp, type BigIntStats } from 'node:fs'
 import { performance } from 'node:perf_hooks'
-import { type Timespec, lgetxattr, lgetxattrSync, llistxattr, llistxattrSync, utimensat, utimensatSync } from '../native/sys'
+import { type Timespec, lgetxattr, lgetxattrSync, llistxattr, llistxattrSync, mknod, mknodSync, renameat2, renameat2Sync, utimensat, utimensatSync } from '../native/sys'
 import { closeFd, fstatFd, openFd } from './handles'
 import type { Layer } from './layers'
 import type { MaybePromise } from './maybe'
@@ -89,6 +89,44 @@ export class LayerIo {
 
   close (layer: Layer, fd: number): MaybePromise<void> {
     return this.run(layer, () => fs.closeSync(fd), async () => await closeFd(fd))
+  }
+
+  /** mknod(2); `mode` includes the file type. */
+  mknod (layer: Layer, real: string, mode: number, dev: number): MaybePromise<void> {
+    return this.run(layer, () => mknodSync(real, mode, dev), async () => await mknod(real, mode, dev))
+  }
+
+  /** rename(2) within the layer (its work dir included); renameat2(2) when `flags` are given. */
+  rename (layer: Layer, from: string, to: string, flags = 0): MaybePromise<void> {
+    if (flags !== 0) return this.run(layer, () => renameat2Sync(from, to, flags), async () => await renameat2(from, to, flags))
+    return this.run(layer, () => fs.renameSync(from, to), async () => await fsp.rename(from, to))
+  }
+
+  /** mkdir(2) with exactly `mode` less the umask, as fs.mkdir. */
+  mkdir (layer: Layer, real: string, mode: number): MaybePromise<void> {
+    return this.run(layer, () => { fs.mkdirSync(real, { mode }) }, async () => { await fsp.mkdir(real, { mode }) })
+  }
+
+  symlink (layer: Layer, target: string, real: string): MaybePromise<void> {
+    return this.run(layer, () => fs.symlinkSync(target, real), async () => await fsp.symlink(target, real))
+  }
+
+  /** link(2): a new name `to` for `from`. */
+  link (layer: Layer, from: string, to: string): MaybePromise<void> {
+    return this.run(layer, () => fs.linkSync(from, to), async () => await fsp.link(from, to))
+  }
+
+  unlink (layer: Layer, real: string): MaybePromise<void> {
+    return this.run(layer, () => fs.unlinkSync(real), async () => await fsp.unlink(real))
+  }
+
+  /**
+   * Remove `real` and everything under it; nothing when it does not exist.
+   * For the work dir's trash: a directory that was empty in the merged view,
+   * so it holds whiteouts and opaque markers only, a few syscalls each.
+   */
+  removeTree (layer: Layer, real: string): MaybePromise<void> {
+    return this.run(layer, () => fs.rmSync(real, { recursive: true, force: true }), async () => await fsp.rm(real, { recursive: true, force: true }))
   }
 
   /** Whether the layer's calls go through the pool right now (tests, diagnostics). */

@@ -9,8 +9,8 @@ import type { HardLinkIndex } from './hardlinks'
 import { isMetacopy } from './metacopy'
 import { LayerIo } from './layer-io'
 import { OPAQUE_NAMES, REDIRECT_NAMES } from './xattrs'
-import { type MaybePromise, andThen } from './maybe'
-import { type LayerProbe, type LookupState, type Probe, lookupInLayer, readRedirect } from './redirect'
+import { type MaybePromise, andThen, attempt } from './maybe'
+import { type LayerProbe, type LookupState, type Probe, lookupInLayer, parseRedirect, readRedirect } from './redirect'
 
 /** Where a merged name exists in one layer: the layer and the path inside it. */
 export interface Hit {
@@ -263,23 +263,28 @@ export class Lookup {
     return { path: s.path, parent: s.parent, top, stat, isDir, ino: this.inodes.map(Number(stat.dev), stat.ino), dirs: isDir ? s.dirs : [top], stale: false }
   }
 
-  private async recordedChildNode (s: Scan, top: Hit, stat: BigIntStats): Promise<Node> {
-    const { path, parent, name, dirs } = s
+  /** Synchronous for an upper object without a metacopy marker while the upper layer answers fast (layer-io.ts). */
+  private recordedChildNode (s: Scan, top: Hit, stat: BigIntStats): MaybePromise<Node> {
+    const { path, parent, dirs } = s
     // One listxattr tells an upper object's origin record and metacopy marker apart from nothing at all.
-    const names = top.layer.isUpper ? await this.xattrNames(top) : undefined
-    const ino = await this.inoOf(top, stat, dirs, names)
-    const node: Node = { path, parent, top, stat, isDir: stat.isDirectory(), ino, dirs: stat.isDirectory() ? dirs : [top], stale: false }
-    if (names !== undefined) {
-      if (isMetacopy(stat, names)) {
-        const redirect = names.some(n => REDIRECT_NAMES.includes(n)) ? await readRedirect(hitPath(top)) : undefined
-        return { ...node, data: await this.lowerData(parent, redirect ?? name, path) }
-      }
-    } else if (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n) {
-      const indexGen = this.hardlinks.generation
-      const fh = await this.hardlinks.handleOf(hitPath(top))
-      if (fh !== undefined) return { ...node, indexGen, fh, index: await this.hardlinks.find(fh) }
-    }
-    return node
+    const names = top.layer.isUpper ? this.xattrNames(top) : undefined
+    return andThen(names, (names) => andThen(this.inoOf(top, stat, dirs, names), (ino) => {
+      const node: Node = { path, parent, top, stat, isDir: stat.isDirectory(), ino, dirs: stat.isDirectory() ? dirs : [top], stale: false }
+      if (names !== undefined) return isMetacopy(stat, names) ? this.metacopyNode(s, node, names) : node
+      if (this.hardlinks !== undefined && stat.isFile() && stat.nlink > 1n) return this.indexedNode(node, this.hardlinks)
+      return node
+    }))
+  }
+
+  private async metacopyNode (s: Scan, node: Node, names: readonly string[]): Promise<Node> {
+    const redirect = names.some(n => REDIRECT_NAMES.includes(n)) ? await readRedirect(hitPath(node.top)) : undefined
+    return { ...node, data: await this.lowerData(s.parent, redirect ?? s.name, s.path) }
+  }
+
+  private async indexedNode (node: Node, hardlinks: HardLinkIndex): Promise<Node> {
+    const indexGen = hardlinks.generation
+    const fh = await hardlinks.handleOf(hitPath(node.top))
+    return fh !== undefined ? { ...node, indexGen, fh, index: await hardlinks.find(fh) } : node
   }
 
   /**
@@ -315,7 +320,7 @@ export class Lookup {
   /** The redirect on a directory of a layer: lower layers never change, so theirs are remembered. */
   redirectOf (hit: Hit): MaybePromise<string | undefined> {
     const real = hitPath(hit)
-    if (hit.layer.isUpper) return readRedirect(real)
+    if (hit.layer.isUpper) return this.upperRedirect(hit.layer, real)
     const known = this.lowerRedirect.get(real)
     if (known !== undefined) return known === '' ? undefined : known
     return readRedirect(real).then((r) => {
@@ -329,18 +334,21 @@ export class Lookup {
    * copied up; for a merged directory whose upper part has no origin record,
    * its top-most lower directory's (as the kernel reports).
    */
-  async inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[], names?: readonly string[]): Promise<number> {
-    if (top.layer.isUpper) {
-      const listed = names ?? await this.xattrNames(top)
-      const origin = listed.includes(this.originXattr) ? decodeOrigin(await this.xattr(top.layer, hitPath(top), this.originXattr).catch(() => null)) : undefined
-      if (origin !== undefined) return origin
-      const lower = stat.isDirectory() ? dirs[1] : undefined
-      if (lower !== undefined) {
-        const lst = await fsp.lstat(hitPath(lower), { bigint: true })
-        return this.inodes.map(Number(lst.dev), lst.ino)
-      }
-    }
-    return this.inodes.map(Number(stat.dev), stat.ino)
+  inoOf (top: Hit, stat: BigIntStats, dirs: readonly Hit[], names?: readonly string[]): MaybePromise<number> {
+    const own = this.inodes.map(Number(stat.dev), stat.ino)
+    if (!top.layer.isUpper) return own
+    return andThen(names ?? this.xattrNames(top), (listed) => {
+      const origin = listed.includes(this.originXattr)
+        ? attempt(() => this.io.lgetxattr(top.layer, hitPath(top), this.originXattr), () => null)
+        : null
+      return andThen(origin, (value) => {
+        const ino = decodeOrigin(value)
+        if (ino !== undefined) return ino
+        const lower = stat.isDirectory() ? dirs[1] : undefined
+        if (lower === undefined) return own
+        return andThen(this.statOf(lower), (lst) => this.inodes.map(Number(lst.dev), lst.ino))
+      })
+    })
   }
 
   /**
@@ -362,20 +370,18 @@ export class Lookup {
     })
   }
 
-  private async probeReal (dir: Hit, name: string, hit: Hit): Promise<Probe> {
+  private probeReal (dir: Hit, name: string, hit: Hit): MaybePromise<Probe> {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
-    const whExists = async (): Promise<boolean> => await this.exists(dir.layer, whPath)
-    try {
-      const st = await this.io.lstat(dir.layer, hitPath(hit))
-      if (st !== undefined) {
-        if (isWhiteoutStat(st)) return WHITEOUT
-        const isDir = st.isDirectory()
-        return { kind: 'entry', isDir, belowHidden: isDir && await whExists() }
-      }
-    } catch (err) {
+    const whiteoutOrNone = (): MaybePromise<Probe> => andThen(this.exists(dir.layer, whPath), (wh) => wh ? WHITEOUT : NONE)
+    return attempt(() => andThen(this.io.lstat(dir.layer, hitPath(hit)), (st): MaybePromise<Probe> => {
+      if (st === undefined) return whiteoutOrNone()
+      if (isWhiteoutStat(st)) return WHITEOUT
+      if (!st.isDirectory()) return NON_DIR
+      return andThen(this.exists(dir.layer, whPath), (belowHidden): Probe => ({ kind: 'entry', isDir: true, belowHidden }))
+    }), (err) => {
       if (codeOf(err) !== 'ENOTDIR') throw err
-    }
-    return await whExists() ? WHITEOUT : NONE
+      return whiteoutOrNone()
+    })
   }
 
   /** lstat of a name found in a layer (see layer-io.ts). */
@@ -419,49 +425,53 @@ export class Lookup {
   }
 
   /** The xattr names of an object in a layer; none where the filesystem has no xattrs. */
-  private async xattrNames (hit: Hit): Promise<string[]> {
-    try {
-      return await this.io.llistxattr(hit.layer, hitPath(hit))
-    } catch (err) {
-      const c = codeOf(err)
-      if (c === 'EOPNOTSUPP' || c === 'ENOTSUP' || c === 'EPERM' || c === 'EACCES') return []
+  private xattrNames (hit: Hit): MaybePromise<string[]> {
+    return attempt(() => this.io.llistxattr(hit.layer, hitPath(hit)), (err) => {
+      if (isNoXattrs(err)) return []
       throw err
-    }
+    })
   }
 
-  /** One xattr of an object in a layer (null when not set); a promise either way. */
-  private async xattr (layer: Layer, real: string, name: string): Promise<Buffer | null> {
-    return await this.io.lgetxattr(layer, real, name)
+  /** One xattr of an object in a layer; null when it is not set or the filesystem keeps none. */
+  private xattrOrNull (layer: Layer, real: string, name: string): MaybePromise<Buffer | null> {
+    return attempt(() => this.io.lgetxattr(layer, real, name), (err) => {
+      if (codeOf(err) === 'ENODATA' || isNoXattrs(err)) return null
+      throw err
+    })
   }
 
-  private async upperOpaque (layer: Layer, real: string): Promise<boolean> {
-    return await this.hasOpaqueXattr(layer, real) || await this.exists(layer, real + '/' + WH_OPAQUE)
+  private upperOpaque (layer: Layer, real: string): MaybePromise<boolean> {
+    return andThen(this.hasOpaqueXattr(layer, real), (x) => x || this.exists(layer, real + '/' + WH_OPAQUE))
   }
 
-  private async hasOpaqueXattr (layer: Layer, real: string): Promise<boolean> {
-    for (const name of OPAQUE_NAMES) {
-      try {
-        const v = await this.io.lgetxattr(layer, real, name)
-        if (v !== null && v.toString() === 'y') return true
-      } catch (err) {
-        const c = codeOf(err)
-        if (c !== 'ENODATA' && c !== 'EOPNOTSUPP' && c !== 'ENOTSUP' && c !== 'EPERM' && c !== 'EACCES') throw err
-      }
-    }
-    return false
+  /** The opaque xattr, in either namespace, is "y". */
+  private hasOpaqueXattr (layer: Layer, real: string, i = 0): MaybePromise<boolean> {
+    if (i >= OPAQUE_NAMES.length) return false
+    return andThen(this.xattrOrNull(layer, real, OPAQUE_NAMES[i] as string), (v) => (v !== null && v.toString() === 'y') || this.hasOpaqueXattr(layer, real, i + 1))
   }
 
-  private async exists (layer: Layer, p: string): Promise<boolean> {
-    try {
-      return await this.io.lstat(layer, p) !== undefined
-    } catch {
-      return false
-    }
+  /** readRedirect (redirect.ts) through layer-io: an upper directory's redirect, in either namespace. */
+  private upperRedirect (layer: Layer, real: string, i = 0): MaybePromise<string | undefined> {
+    if (i >= REDIRECT_NAMES.length) return undefined
+    return andThen(this.xattrOrNull(layer, real, REDIRECT_NAMES[i] as string), (v) => {
+      const r = v === null ? undefined : parseRedirect(v, real)
+      return r !== undefined ? r : this.upperRedirect(layer, real, i + 1)
+    })
+  }
+
+  private exists (layer: Layer, p: string): MaybePromise<boolean> {
+    return attempt(() => andThen(this.io.lstat(layer, p), (st) => st !== undefined), () => false)
   }
 
   get cachedNodes (): number {
     return this.cache.size
   }
+}
+
+/** An xattr call failed because the filesystem keeps no xattrs (or none we may read): as if none were set. */
+function isNoXattrs (err: unknown): boolean {
+  const c = codeOf(err)
+  return c === 'EOPNOTSUPP' || c === 'ENOTSUP' || c === 'EPERM' || c === 'EACCES'
 }
 
 /** Absent names remembered at most (Lookup.absent). */

@@ -13,3 +13,18 @@ export type MaybePromise<T> = T | Promise<T>
 export function andThen<T, U> (v: MaybePromise<T>, f: (value: T) => MaybePromise<U>): MaybePromise<U> {
   return v instanceof Promise ? v.then(f) : f(v)
 }
+
+/**
+ * `f()`, with `onError` for its throw or its rejection: the try/catch of
+ * MaybePromise code (a synchronous throw and a rejected promise are the same
+ * failure, depending only on whether the call ran on the JS thread).
+ */
+export function attempt<T> (f: () => MaybePromise<T>, onError: (err: unknown) => MaybePromise<T>): MaybePromise<T> {
+  let v: MaybePromise<T>
+  try {
+    v = f()
+  } catch (err) {
+    return onError(err)
+  }
+  return v instanceof Promise ? v.catch(onError) : v
+}

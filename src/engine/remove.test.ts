@@ -6,8 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { lgetxattr } from '../native/sys'
 import {
   ROOT, WH, WHITEOUT_STYLES, absentIn, dir, exists, expectErrno, file, isOpaqueXattr, mergedTree, names, readMerged,
-  realTree, stack, useTmp, writeMerged,
-} from './test-helpers'
+  realTree, stack, useTmp, writeMerged, workLeft } from './test-helpers'
 
 useTmp()
 
@@ -106,7 +105,7 @@ describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
     expect(await exists(s.engine, '/d')).toBe(false)
     expect(await exists(s.engine, '/d/a')).toBe(false)
     expect(whiteoutAt(s.upper, 'd')).toBe(true)
-    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+    expect(workLeft(s)).toEqual([])
   })
 
   it('rmdir of a lower-only empty directory leaves a whiteout; of an upper-only one, nothing', async () => {
@@ -134,7 +133,7 @@ describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
     await s.engine.mkdir('/d/sub', 0o755, ROOT)
     expect(await names(s.engine, '/d/sub')).toEqual([])
     expect(await mergedTree(s.engine)).toEqual({ '/d': 'dir', '/d/sub': 'dir' })
-    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+    expect(workLeft(s)).toEqual([])
   })
 
   it('mkdir where nothing was below makes a plain (not opaque) directory with redirectDir: false (redirect_dir=on marks it opaque, redirect.test.ts)', async () => {
@@ -177,5 +176,40 @@ describe.each(WHITEOUT_STYLES)('remove (%s whiteouts)', (style) => {
     await s.engine.unlink('/d/f')
     expect(absentIn(s.up('/d'), 'f')).toBe(true)
     expect(await names(s.engine, '/d')).toEqual([])
+  })
+})
+
+describe('shared whiteouts (chardev)', () => {
+  const lst = (p: string): fs.Stats => fs.lstatSync(p)
+
+  it('whiteouts are links of one char device 0/0, as the kernel makes them; it leaves the work dir at close', async () => {
+    const s = await stack({ upper: { u: 'u' }, lowers: [{ a: 'a', b: 'b', u: 'lower u', d: dir({ x: 'x' }) }] })
+    await s.engine.unlink('/a')
+    await s.engine.unlink('/b')
+    await s.engine.unlink('/u') // over an upper file: made in the work dir, renamed over it
+    await s.engine.unlink('/d/x')
+    await s.engine.rmdir('/d') // over an upper directory: exchanged
+    const wh = ['a', 'b', 'u', 'd'].map(n => lst(`${s.upper}/${n}`))
+    for (const st of wh) expect([st.isCharacterDevice(), st.rdev]).toEqual([true, 0])
+    expect(new Set(wh.map(st => st.ino)).size).toBe(1)
+    const shared = fs.readdirSync(`${s.work}/work`)
+    expect(shared).toHaveLength(1)
+    expect(lst(`${s.work}/work/${shared[0]!}`).ino).toBe(wh[0]!.ino)
+    expect(lst(`${s.upper}/a`).nlink).toBe(5)
+    expect(await mergedTree(s.engine)).toEqual({})
+    expect(workLeft(s)).toEqual([])
+    expect(lst(`${s.upper}/a`).nlink).toBe(4)
+  })
+
+  it('a shared whiteout removed behind the engine\'s back is made anew', async () => {
+    const s = await stack({ lowers: [{ a: 'a', b: 'b' }] })
+    await s.engine.unlink('/a')
+    for (const n of fs.readdirSync(`${s.work}/work`)) fs.unlinkSync(`${s.work}/work/${n}`)
+    await s.engine.unlink('/b')
+    const [a, b] = [lst(`${s.upper}/a`), lst(`${s.upper}/b`)]
+    expect([a.isCharacterDevice(), a.rdev, b.isCharacterDevice(), b.rdev]).toEqual([true, 0, true, 0])
+    expect(a.ino).not.toBe(b.ino)
+    expect(await names(s.engine, '')).toEqual([])
+    expect(workLeft(s)).toEqual([])
   })
 })

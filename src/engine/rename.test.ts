@@ -7,8 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { lgetxattr } from '../native/sys'
 import {
   ROOT, WH, WHITEOUT_STYLES, absentIn, dir, exists, expectErrno, fifo, isOpaqueXattr, mergedTree, names, opaqueDir,
-  readMerged, realTree, stack, symlink, useTmp, writeMerged,
-} from './test-helpers'
+  readMerged, realTree, stack, symlink, useTmp, writeMerged, workLeft } from './test-helpers'
 
 useTmp()
 
@@ -29,7 +28,7 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     expect((await lgetxattr(s.up('/g'), 'trusted.overlay.redirect'))?.toString()).toBe('f')
     expect(whiteoutAt(s.upper, 'f')).toBe(true)
     expect((await s.engine.getattr('/g')).ino).toBe(ino)
-    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+    expect(workLeft(s)).toEqual([])
   })
 
   it('a lower file over an existing lower file', async () => {
@@ -171,7 +170,7 @@ describe.each(WHITEOUT_STYLES)('rename (%s whiteouts)', (style) => {
     await s.engine.rename('/new', '/x')
     expect(await mergedTree(s.engine)).toEqual({ '/x': 'dir', '/x/n': 'file:' })
     expect(await isOpaqueXattr(s.up('/x'))).toBe(true)
-    expect(fs.readdirSync(`${s.work}/work`)).toEqual([])
+    expect(workLeft(s)).toEqual([])
   })
 
   it('an upper-only directory over an empty merged directory hides what the lower one held', async () => {

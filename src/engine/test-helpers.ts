@@ -228,6 +228,12 @@ export async function stack (spec: StackSpec): Promise<Stack> {
 // ---- errors --------------------------------------------------------------------
 
 /** Await a rejection whose errno is `code`'s (ENOTSUP and EOPNOTSUPP are one number on Linux). */
+/** What is left in `<workdir>/work` once the engine is closed (as at unmount: the shared whiteout goes). */
+export function workLeft (s: Stack): string[] {
+  s.engine.close()
+  return fs.readdirSync(`${s.work}/work`)
+}
+
 export async function expectErrno (p: Promise<unknown>, code: keyof typeof os.constants.errno): Promise<void> {
   let err: unknown
   try {

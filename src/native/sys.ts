@@ -41,6 +41,8 @@ interface Addon {
   lgetxattrSync(p: PathLike, name: PathLike): Buffer | null
   llistxattrSync(p: PathLike): Buffer
   utimensatSync(p: PathLike, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: number): void
+  mknodSync(p: PathLike, mode: number, dev: number): void
+  renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void
 }
 
 export const XATTR_CREATE = 1
@@ -171,6 +173,14 @@ export function llistxattrSync(p: PathLike): string[] {
 
 export function utimensatSync(p: PathLike, atime: Timespec, mtime: Timespec, nofollow: boolean): void {
   runSync(p, undefined, (a) => a.utimensatSync(p, atime.sec, atime.nsec, mtime.sec, mtime.nsec, nofollow ? 1 : 0))
+}
+
+export function mknodSync(p: PathLike, mode: number, dev: number): void {
+  runSync(p, undefined, (a) => a.mknodSync(p, mode, dev))
+}
+
+export function renameat2Sync(oldPath: PathLike, newPath: PathLike, flags: number): void {
+  runSync(oldPath, newPath, (a) => a.renameat2Sync(oldPath, newPath, flags))
 }
 
 /** xattr names on `p` (symlinks not followed), decoded as UTF-8. */
