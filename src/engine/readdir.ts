@@ -1,4 +1,3 @@
-import { promises as fsp } from 'node:fs'
 import { dtType, listDir, type EntryType, type Listing } from './dir-index'
 import type { Lookup, Node, Hit } from './lookup'
 import { hitPath } from './lookup'
@@ -46,7 +45,7 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[],
       // Without d_type (DT_UNKNOWN) only lstat tells a whiteout; the entry is listed with its real type then.
       let t = type
       if (t === 'chr' || t === 'unknown') {
-        const real = await lstatType(hitPath(hit) + '/' + name)
+        const real = await lstatType(lookup, hit, name)
         if (real === 'whiteout') continue
         if (real !== undefined) t = real
       }
@@ -77,12 +76,14 @@ async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
 }
 
 /** A layer entry's type from lstat ('whiteout' for char 0/0); undefined when it cannot be read. */
-async function lstatType (p: string): Promise<EntryType | 'whiteout' | undefined> {
+async function lstatType (lookup: Lookup, dir: Hit, name: string): Promise<EntryType | 'whiteout' | undefined> {
   try {
-    const st = await fsp.lstat(p)
+    // Through layer-io: an upper directory emptied by rm -rf holds a whiteout per name, each an lstat here.
+    const st = await lookup.io.lstat(dir.layer, hitPath(dir) + '/' + name)
+    if (st === undefined) return undefined
     if (isWhiteoutStat(st)) return 'whiteout'
     // d_type is the file type bits of st_mode, shifted (DT_DIR = S_IFDIR >> 12, ...).
-    return dtType((st.mode & 0o170000) >> 12)
+    return dtType(Number(st.mode & 0o170000n) >> 12)
   } catch {
     return undefined
   }

@@ -135,19 +135,19 @@ export class FastNames {
   private apply (list: readonly Change[]): void {
     const t = this.table()
     if (t === undefined) return
-    const bufs: Buffer[] = []
-    for (const [action, path] of list) {
-      const key = dirKey(path)
-      const n = Buffer.byteLength(key)
-      const b = Buffer.alloc(pad(8 + n))
-      b.writeUInt32LE(action, 0)
-      b.writeUInt32LE(n, 4)
-      b.write(key, 8)
-      bufs.push(b)
+    const keys = list.map(([, path]) => dirKey(path))
+    const lens = keys.map(k => Buffer.byteLength(k))
+    const b = Buffer.alloc(lens.reduce((sum, n) => sum + pad(8 + n), 0))
+    let at = 0
+    list.forEach(([action, path], i) => {
+      b.writeUInt32LE(action, at)
+      b.writeUInt32LE(lens[i] as number, at + 4)
+      b.write(keys[i] as string, at + 8)
+      at += pad(8 + (lens[i] as number))
       if (action === DROP_LISTING) this.dropListing(path)
       else if (action === FORGET_TREE) this.forgetTree(path)
-    }
-    this.gen = t.fastChange(Buffer.concat(bufs))
+    })
+    this.gen = t.fastChange(b)
   }
 
   private dropListing (dir: string): void {
@@ -349,6 +349,8 @@ export class FastNames {
    */
   private changes (op: keyof FuseOps, args: unknown[]): { during: Change[], done: Change[], made?: string } | undefined {
     const p = (i: number): string | undefined => typeof args[i] === 'string' ? normPath(args[i] as string) : undefined
+    // Only a directory JS holds as upper counts: one it does not know may still be a lower one.
+    const up = (path: string): boolean => this.engine.lookup.peek(path)?.top.layer.isUpper === true
     // A copy-up or removal of one name of a hard-linked file changes how its other names (anywhere) are served.
     // (A name being created is no such file; rmdir's is a directory.)
     const existing = op === 'rename' ? [0, 1] : op === 'create' || op === 'mknod' || op === 'mkdir' || op === 'symlink' || op === 'rmdir' ? [] : [0]
@@ -360,20 +362,20 @@ export class FastNames {
       case 'create': case 'mknod': case 'mkdir': case 'symlink': {
         const path = p(op === 'symlink' ? 1 : 0)
         if (path === undefined || path === '') return undefined
-        const list = created(path)
+        const list = created(path, up)
         return { during: list, done: list, made: path }
       }
       case 'link': {
         const src = p(0)
         const dst = p(1)
         if (src === undefined || dst === undefined || src === '' || dst === '') return undefined
-        const list = [...created(dst), ...changedIn(src)]
+        const list = [...created(dst, up), ...changedIn(src, up)]
         return { during: list, done: list }
       }
       case 'unlink': case 'rmdir': {
         const path = p(0)
         if (path === undefined || path === '') return undefined
-        const during = created(path)
+        const during = created(path, up)
         return { during, done: [[op === 'rmdir' ? FORGET_TREE : FORGET, path], ...during.slice(1)] }
       }
       case 'rename': {
@@ -383,13 +385,13 @@ export class FastNames {
         // A directory moves its whole subtree (and its redirect): empty the table.
         const node = this.engine.lookup.peek(src)
         if (node === undefined || node.isDir) return undefined
-        const during = [...created(src), ...created(dst)]
+        const during = [...created(src, up), ...created(dst, up)]
         return { during, done: [[FORGET, src], ...during.slice(1)] }
       }
       case 'open': case 'truncate': case 'ftruncate': case 'utimens': case 'chmod': case 'chown': case 'setxattr': case 'removexattr': {
         const path = p(0)
         if (path === undefined) return undefined
-        const list = path === '' ? [] : changedIn(path)
+        const list = path === '' ? [] : changedIn(path, up)
         return { during: list, done: list }
       }
       default:
@@ -466,21 +468,22 @@ const DROP_LISTING = 4
 const COPIED_UP = 5
 
 /** The name and its ancestors, copied up by a change of it: held as lower objects no more. */
-function copiedUp (path: string): Change[] {
+function copiedUp (path: string, isUpper: (path: string) => boolean): Change[] {
   const list: Change[] = []
-  for (let p = path; p !== ''; p = splitPath(p)[0]) list.push([COPIED_UP, p])
+  // A directory already in the upper layer has all its ancestors there too (a copy-up copies the parents first).
+  for (let p = path; p !== '' && !isUpper(p); p = splitPath(p)[0]) list.push([COPIED_UP, p])
   return list
 }
 
 /** An object changed in place (copied up first): its directory's readdir answer is made again, to be sure. */
-function changedIn (path: string): Change[] {
-  return [[DROP_LISTING, splitPath(path)[0]], ...copiedUp(path)]
+function changedIn (path: string, isUpper: (path: string) => boolean): Change[] {
+  return [[DROP_LISTING, splitPath(path)[0]], ...copiedUp(path, isUpper)]
 }
 
 /** A name created or removed in its directory: ask JS for it, the directory's listing changes, the ancestors are copied up. */
-function created (path: string): Change[] {
+function created (path: string, isUpper: (path: string) => boolean): Change[] {
   const dir = splitPath(path)[0]
-  return [[ASK, path], [DROP_LISTING, dir], ...copiedUp(dir)]
+  return [[ASK, path], [DROP_LISTING, dir], ...copiedUp(dir, isUpper)]
 }
 
 /** The head of a record the addon does not stat itself. */
