@@ -1,7 +1,8 @@
 // Attributes after a change (fuse-native patch item 20, src/fuse/adapter.ts): chmod, chown,
 // utimens, truncate, ftruncate and create answer with the object's attributes afterwards, and the
 // addon answers libfuse 2's getattr/fgetattr right after the change from them, so a SETATTR or a
-// CREATE crosses to the JS thread once instead of twice. Checked here, on a real mount: (1) a
+// CREATE crosses to the JS thread once instead of twice (and chmod, chown and utimens of an upper
+// file the fast names hold never cross: item 22). Checked here, on a real mount: (1) a
 // series of fchmod/fchown/futimes/ftruncate through one open file, and creates, reach the daemon
 // with no getattr or fgetattr after them (its debug log), and (2) what the caller then sees
 // (fstat, and stat through the name) is exactly what the kernel's overlayfs shows for the same
@@ -74,7 +75,7 @@ function series (root: string): unknown {
 }
 
 describe('attributes after a change (patch item 20)', () => {
-  it('SETATTR and CREATE cross to JS once: no getattr/fgetattr follows them in the daemon', async () => {
+  it('SETATTR and CREATE cross to JS at most once: no getattr/fgetattr follows them in the daemon', async () => {
     const base = tempDir('ovlfs-after-')
     try {
       const { lowers } = buildLayers(base, LAYERS)
@@ -98,10 +99,13 @@ describe('attributes after a change (patch item 20)', () => {
         const st = fs.fstatSync(fd)
         fs.closeSync(fd)
         expect([st.mode & 0o7777, st.uid, st.gid, st.mtimeMs, st.size]).toEqual([0o611, 1009, 2009, 2_009_000, 19])
-        const ops = await loggedOps(log, start, (o) => ['chmod', 'chown', 'utimens', 'ftruncate'].every(op => o.filter(x => x === op).length >= 10))
+        const ops = await loggedOps(log, start, (o) => o.filter(x => x === 'ftruncate').length >= 10)
         const count = (op: string): number => ops.filter(o => o === op).length
-        // Each change reaches JS once; libfuse's getattr after it does not (the last fstat may).
-        expect([count('chmod'), count('chown'), count('utimens'), count('ftruncate')]).toEqual([10, 10, 10, 10])
+        // d/f is an upper file with one name that the fast names hold (JS just created it): its
+        // chmod, chown and utimens are made by the addon (patch item 22) and never reach JS;
+        // ftruncate through the open file reaches JS once each. libfuse's getattr after a change
+        // does not reach JS either (the last fstat may).
+        expect([count('chmod'), count('chown'), count('utimens'), count('ftruncate')]).toEqual([0, 0, 0, 10])
         expect(count('getattr') + count('fgetattr')).toBeLessThanOrEqual(1)
         const before = fs.readFileSync(log, 'utf8').length
         for (let i = 0; i < 10; i++) fs.closeSync(fs.openSync(path.join(mnt, 'd', `n${i}`), 'wx'))

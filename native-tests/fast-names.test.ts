@@ -3,7 +3,8 @@
 // (an fstatat there), lookups of names not in the listing by -ENOENT there, and read-only opens
 // of those files by an openat there (reads, fstat, fsync, release too), without the JS thread.
 // Every operation that writes empties that table before it starts and after it ends; a copy-up
-// moves the addon's open files to the upper copy.
+// moves the addon's open files to the upper copy. chmod, chown and utimens of an upper regular
+// file with one name that the table holds are made by the addon (item 22).
 // Checked here: (1) through a series of changes of every kind, each followed by a listing and an
 // lstat of every listed name and of names that do not exist, ovlfs agrees with the kernel's
 // overlayfs (type, mode, size, nlink, owner, mtime, whether the name exists), and st_ino agrees
@@ -80,7 +81,7 @@ json.dump(out, sys.stdout, sort_keys=True)
 /** Every name the layers and the steps below make, and some that never exist. */
 const NAMES = [
   'd', 'd/top', 'd/both', 'd/sub', 'd/sub/s1', 'd/sub/s2', 'd/ln', 'd/bottom', 'd/b2', 'd/b3', 'd/b4', 'd/h1', 'd/h2', 'd/u',
-  'e', 'e/x', 'e/moved', 'd/xl', 'd/n1', 'd/nd', 'd/nl', 'd/nf', 'd/nope', 'd/never', 'e/never', 'd/sub/never',
+  'e', 'e/x', 'e/moved', 'd/xl', 'd/n1', 'd/n2', 'd/nd', 'd/nl', 'd/nf', 'd/nope', 'd/never', 'e/never', 'd/sub/never',
 ]
 
 function lookups (root: string): Record<string, unknown> {
@@ -147,6 +148,12 @@ const STEPS: Array<[string, Op[]]> = [
   ['rename a lower file', [o.rename('d/bottom', 'e/moved')]],
   ['hard link to a lower file', [o.link('e/x', 'd/xl')]],
   ['create, mkdir, symlink, fifo', [o.create('d/n1', 'n'), o.mkdir('d/nd'), o.symlink('n1', 'd/nl'), o.mkfifo('d/nf')]],
+  // Upper regular files with one name: made by the addon (patch item 22); the symlink goes to JS.
+  ['chmod (set-user-ID), chown (which clears it), utimens of upper files', [
+    o.chmod('d/n1', 0o4751), o.chown('d/n1', 4321, 8765), o.utimens('d/n1', '2002-03-04T05:06:07Z'), o.chmod('d/u', 0o640),
+    o.chown('d/nl', 11, 22), o.utimens('d/nl', '2003-01-01T00:00:00Z')]],
+  ['the same of an upper file with two names (JS)', [
+    o.link('d/n1', 'd/n2'), o.chmod('d/n2', 0o2700), o.chown('d/n1', 1, 2), o.utimens('d/n2', '2004-01-01T00:00:00Z')]],
   ['a lower name that did not exist before made', [o.create('d/nope', 'now it does')]],
   ['unlink it again', [o.unlink('d/nope')]],
   ['rmdir a lower dir after emptying it', [o.unlink('e/x'), o.unlink('e/moved'), o.rmdir('e')]],

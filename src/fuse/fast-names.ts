@@ -399,9 +399,9 @@ export class FastNames {
     }
   }
 
-  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made]. */
   stats (): number[] {
-    return this.table()?.fastStats() ?? [0, 0, 0, 0]
+    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0]
   }
 
   private mark (dir: string): void {
