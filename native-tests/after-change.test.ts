@@ -11,13 +11,13 @@ import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { buildLayers, dir, file, type LayerSet } from './harness/layers'
-import { mountForeground, removeTree, tempDir, unmountAll, withBoth } from './harness/mounts'
+import { buildLayers, dir, file, symlink, type LayerSet } from './harness/layers'
+import { FUSE_OPTS, KERNEL_OPTS, mountForeground, removeTree, tempDir, unmountAll, withBoth } from './harness/mounts'
 
 afterAll(unmountAll)
 
 const LAYERS: LayerSet = {
-  lowers: [{ d: dir({ mode: 0o755 }), 'd/lower': file('lower data\n', { mode: 0o644 }) }],
+  lowers: [{ d: dir({ mode: 0o755 }), 'd/lower': file('lower data\n', { mode: 0o644 }), 'd/ln': symlink('lower') }],
   upper: {},
 }
 
@@ -48,6 +48,24 @@ for name in ('lower', 'new'):
         os.utime(fd, ns=(1_000_000_000 * (i + 1), 1_000_000_007 * (i + 1)))
         show(name + ' futimes', fd, p)
     os.close(fd)
+# A created file (its fd lent to the addon, patch item 23) with the setgid bit: root's writes keep
+# it, a write by another user through the same open file drops it (that one goes to JS; the kernel
+# asks for the chmod itself, as libfuse 2 has no handle_killpriv).
+p = os.path.join(root, 'd', 'lent')
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.fchmod(fd, 0o2777)
+os.write(fd, b'root writes ')
+s1 = os.fstat(fd)
+pid = os.fork()
+if pid == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+    os.write(fd, b'nobody writes')
+    os._exit(0)
+os.waitpid(pid, 0)
+s2 = os.fstat(fd)
+os.close(fd)
+out.append(['lent', oct(s1.st_mode), s1.st_size, oct(s2.st_mode), s2.st_size, open(p).read()])
 for i in range(10):
     fd = os.open(os.path.join(root, 'd', 'c%d' % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     os.close(fd)
@@ -112,9 +130,25 @@ describe('attributes after a change (patch item 20)', () => {
         const created = await loggedOps(log, before, (o) => o.filter(x => x === 'create').length >= 10)
         expect(created.filter(o => o === 'create')).toHaveLength(10)
         expect(created.filter(o => o === 'fgetattr')).toHaveLength(0)
+        // A lower symlink in a listed directory is read by the addon (item 24); root's writes
+        // through a file it just created are made by the addon (item 23): neither reaches JS.
+        const before2 = fs.readFileSync(log, 'utf8').length
+        fs.readdirSync(path.join(mnt, 'd'))
+        expect(fs.readlinkSync(path.join(mnt, 'd', 'ln'))).toBe('lower')
+        const w = fs.openSync(path.join(mnt, 'd', 'w'), 'wx')
+        for (let i = 0; i < 10; i++) fs.writeSync(w, `line ${i}\n`)
+        fs.closeSync(w)
+        expect(fs.readFileSync(path.join(mnt, 'd', 'w'), 'utf8')).toBe(Array.from({ length: 10 }, (_, i) => `line ${i}\n`).join(''))
+        const lent = await loggedOps(log, before2, (o) => o.includes('release'))
+        expect(lent.filter(o => o === 'create')).toHaveLength(1)
+        expect(lent.filter(o => o === 'readlink')).toEqual([])
       } finally {
         await daemon.stop()
       }
+      // JS's write is not logged per request: the daemon's count of the addon's own writes is (at unmount).
+      const stats = fs.readFileSync(log, 'utf8').split('\n').filter(l => l.includes('"fast names"')).map(l => JSON.parse(l) as { writes: number })
+      expect(stats).toHaveLength(1)
+      expect(stats[0].writes).toBeGreaterThanOrEqual(10)
     } finally {
       removeTree(base)
     }
@@ -124,7 +158,8 @@ describe('attributes after a change (patch item 20)', () => {
     const base = tempDir('ovlfs-after-base-')
     buildLayers(base, LAYERS)
     try {
-      const got = await withBoth(base, 1, (s) => ({ kernel: series(s.kernel.mnt), fuse: series(s.fuse.mnt) }))
+      // allow_other: without it FUSE refuses every request of another user (the series writes as nobody once).
+      const got = await withBoth(base, 1, (s) => ({ kernel: series(s.kernel.mnt), fuse: series(s.fuse.mnt) }), { kernel: KERNEL_OPTS, fuse: `${FUSE_OPTS},allow_other` })
       expect(got.fuse).toEqual(got.kernel)
     } finally {
       removeTree(base)

@@ -160,8 +160,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       done = true
       clearInterval(timer)
       if (fastNames !== undefined) {
-        const [held, answered, absent, opened, setattrs] = fastNames.stats()
-        log.info({ held, answered, absent, opened, setattrs }, 'fast names')
+        const [held, answered, absent, opened, setattrs, writes] = fastNames.stats()
+        log.info({ held, answered, absent, opened, setattrs, writes }, 'fast names')
       }
       engine.close()
       const mem = process.memoryUsage()

@@ -152,6 +152,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       const who = caller()
       run('create', path, async () => {
         const h = await engine.create(normPath(path), mode, flags, who)
+        fast?.lend(h)
         return { h, st: present(await engine.fgetattr(h)) }
       }, (err, v) => v === undefined ? cb(err) : cb(0, v.h.id, v.st))
     },
@@ -172,7 +173,10 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       )
     },
 
-    release: (path, fh, cb) => run('release', path ?? '(unlinked)', async () => await engine.release(engine.handles.get(fh)), cb),
+    release: (path, fh, cb) => run('release', path ?? '(unlinked)', async () => {
+      fast?.unlend(fh) // before the fd closes: the addon may write through it (patch item 23)
+      await engine.release(engine.handles.get(fh))
+    }, cb),
 
     fsync: (path, datasync, fh, cb) => run('fsync', path ?? '(unlinked)', async () => await engine.fsync(engine.handles.get(fh), datasync !== 0), cb),
 

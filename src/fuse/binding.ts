@@ -381,9 +381,14 @@ export class FuseMount {
     return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records);
   }
 
-  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
   fastStats(): number[] {
     return this.fuse.fastStats();
+  }
+
+  /** Lend handle fh's fd for writes by root on libfuse's thread (patch item 23); fd -1 takes it back. */
+  fastLend(fh: number, fd: number): boolean {
+    return this.ended ? false : this.fuse.fastLend(fh, fd);
   }
 
   /** Fast names: reopen the files the addon opened on `path` ('': those of merged st_ino `ino`) on upperPath. */

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { Engine } from '../engine/engine'
 import { type Layer, normPath, splitPath } from '../engine/layers'
+import type { OpenFile } from '../engine/handles'
 import type { Node } from '../engine/lookup'
 import type { DirEntry } from '../engine/readdir'
 import type { FuseOps } from './binding'
@@ -60,6 +61,7 @@ export interface FastTable {
   fastPut: (gen: number, entryMs: number, attrMs: number, records: Buffer) => number
   fastStats: () => number[]
   fastMove: (path: string, ino: number, upperPath: string) => number
+  fastLend: (fh: number, fd: number) => boolean
 }
 
 /** Lookups JS answers in a directory before it hands the directory's listing over. */
@@ -399,9 +401,23 @@ export class FastNames {
     }
   }
 
-  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made]. */
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
   stats (): number[] {
-    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0]
+    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0]
+  }
+
+  /**
+   * A file JS just created (a new upper file, which no copy-up moves): the
+   * addon may write through its fd for root callers (patch item 23) until
+   * {@link unlend}, which must come before the fd is closed.
+   */
+  lend (h: OpenFile): void {
+    if (h.upper) this.table()?.fastLend(h.id, h.fd)
+  }
+
+  /** Take a handle's fd back from the addon, before it is closed. */
+  unlend (fh: number): void {
+    this.table()?.fastLend(fh, -1)
   }
 
   private mark (dir: string): void {

@@ -44,8 +44,10 @@ declare module 'fuse-native' {
     fastChange(records: Buffer): number
     /** patched (item 17): hand over a listing's records; the table's epoch, or -1 if refused. */
     fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number
-    /** patched (item 17): [names held, lookups answered by the addon, of them absent names, files opened by the addon]. */
+    /** patched (items 17, 22, 23): [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
     fastStats(): number[]
+    /** patched (item 23): lend handle fh's fd for writes by root on libfuse's thread; fd -1 takes it back. */
+    fastLend(fh: number, fd: number): boolean
     /** patched (item 19): reopen the files the addon opened on path ('': those of merged st_ino ino) on upperPath. */
     fastMove(path: string, ino: number, upperPath: string): number
     static context(): Fuse.RawContext | null
