@@ -2,7 +2,11 @@
 // layer reads (and fstat()s) the copied-up object after its copy-up, as in
 // the kernel; an unlinked open file stays usable. The FUSE adapter passes a
 // null path for an unlinked open file (hard_remove + nullpath_ok).
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { Handles } from './handles'
 import { C, expectErrno, readHandle, readMerged, stack, useTmp, writeMerged } from './test-helpers'
 
 useTmp()
@@ -104,5 +108,29 @@ describe('open files', () => {
     for (const h of hs) expect((await readHandle(s.engine, h, '/f')).slice(0, 2)).toBe('Yx')
     await Promise.all(hs.map(async h => await s.engine.release(h)))
     expect(s.engine.handles.size).toBe(0)
+  })
+
+  it('a handle released while a copy-up moves it: its fd is closed once, the new one not leaked (no fd of another file closed)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ovlfs-handles-race-'))
+    try {
+      const lower = path.join(dir, 'lower')
+      const upper = path.join(dir, 'upper')
+      const other = path.join(dir, 'other')
+      for (const f of [lower, upper, other]) fs.writeFileSync(f, f)
+      const handles = new Handles()
+      const h = handles.add(fs.openSync(lower, 'r'), C.O_RDONLY, false, '/f', 1)
+      const moving = handles.moveToUpper('/f', upper) // reopens on the pool: the release below comes first
+      handles.remove(h.id)
+      const released = h.fd
+      fs.closeSync(released)
+      const unrelated = fs.openSync(other, 'r') // most likely takes the released fd number
+      await moving
+      expect(fs.readFileSync(unrelated, 'utf8')).toBe(other) // still open: not closed a second time
+      fs.closeSync(unrelated)
+      const open = fs.readdirSync('/proc/self/fd').map(n => { try { return fs.readlinkSync(`/proc/self/fd/${n}`) } catch { return '' } })
+      expect(open.filter(t => t === upper)).toEqual([]) // the reopened fd was closed, not leaked
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -16,6 +16,8 @@ export interface OpenFile {
   readonly ino: number
   /** Whether a write has already checked the setgid bit (see privs.ts). */
   privsDropped?: boolean
+  /** Removed from the table (released): its fd is the releaser's to close, not a copy-up's to replace. */
+  released?: boolean
 }
 
 /**
@@ -57,6 +59,7 @@ export class Handles {
   /** Remove and return the handle; the caller closes its fd. */
   remove (id: number): OpenFile {
     const h = this.get(id)
+    h.released = true
     this.byId.delete(id)
     this.untrack(h)
     return h
@@ -104,16 +107,30 @@ export class Handles {
   }
 }
 
-/** Reopen lower read-only handles on their upper copy, at once. */
+/**
+ * Reopen lower read-only handles on their upper copy, at once. A handle
+ * released while its new fd was being opened keeps the old one, which its
+ * release closed (closing it here too would close whatever file took that
+ * fd number meanwhile); the new fd is closed instead.
+ */
 async function reopen (handles: Iterable<OpenFile>, upperPath: string): Promise<void> {
   const C = fs.constants
   for (const h of handles) {
+    if (isReleased(h)) continue
     const fd = await openFd(upperPath, (h.flags & ~(C.O_CREAT | C.O_EXCL | C.O_TRUNC)) | C.O_NOFOLLOW)
+    if (isReleased(h)) { // (released while the open was on the pool)
+      await closeFd(fd)
+      continue
+    }
     const old = h.fd
     h.fd = fd
     h.upper = true
     await closeFd(old)
   }
+}
+
+function isReleased (h: OpenFile): boolean {
+  return h.released === true
 }
 
 /** Raw fds through the callback API: no FileHandle objects, no GC closing fds behind our back. */
