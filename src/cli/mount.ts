@@ -164,8 +164,7 @@ export async function serve (req: ServeRequest): Promise<number> {
         log.info({ held, answered, absent, opened, setattrs, writes }, 'fast names')
       }
       engine.close()
-      const mem = process.memoryUsage()
-      log.info({ why, rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers }, 'unmounted')
+      log.info({ why, ...process.memoryUsage() }, 'unmounted')
       resolve(0)
     }
     // The session's end (destroy) tells us about an unmount from outside; polling mountinfo is the
