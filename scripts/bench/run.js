@@ -6,7 +6,7 @@
 //   node scripts/bench/run.js [--quick] [--runs N] [--out FILE.json]
 //        [--cache DIR] [--timeout SEC] [--only W1,W2] [--impls I1,I2]
 //        [--ovlfs PATH/TO/main.js] [--base debootstrap|usr|synthetic]
-//        [--retry-timeouts] [--strict] [--no-snapshot]
+//        [--retry-timeouts] [--strict] [--no-snapshot] [--upper-on ext4|dir]
 //
 // Needs root, fuse-overlayfs, kernel overlayfs and a built ovlfs (npm run build).
 // A report, not a test: it exits 0 when every run was attempted, whatever
@@ -19,20 +19,22 @@ const os = require('node:os')
 const path = require('node:path')
 const { log, q, runShell, sh, removeTree, killLiveGroups, cpuSeconds, peakRssKiB, isMounted } = require('./lib')
 const { ensureDataset, cleanupBuilding, tarHalves } = require('./dataset')
-const { IMPLS, mount, unmount, unmountAllSync, bindReadOnly, active } = require('./mounts')
+const { IMPLS, mount, unmount, unmountAllSync, bindReadOnly, freshExt4, active } = require('./mounts')
 const { WORKLOADS } = require('./workloads')
 const report = require('./report')
 
 const REPO = path.resolve(__dirname, '../..')
+/** Size of the file system each run's upper and work dirs are on (--upper-on ext4): room for the copy-up's 256 MiB. */
+const UPPER_FS_GIB = 2
 
 function usage (msg) {
   if (msg) process.stderr.write(`run.js: ${msg}\n`)
-  process.stderr.write('usage: node scripts/bench/run.js [--quick] [--runs N] [--out FILE.json] [--cache DIR] [--timeout SEC] [--only W1,W2] [--impls I1,I2] [--ovlfs PATH] [--base debootstrap|usr|synthetic] [--retry-timeouts] [--strict] [--no-snapshot]\n')
+  process.stderr.write('usage: node scripts/bench/run.js [--quick] [--runs N] [--out FILE.json] [--cache DIR] [--timeout SEC] [--only W1,W2] [--impls I1,I2] [--ovlfs PATH] [--base debootstrap|usr|synthetic] [--retry-timeouts] [--strict] [--no-snapshot] [--upper-on ext4|dir]\n')
   process.exit(msg ? 2 : 0)
 }
 
 function parseArgs (argv) {
-  const o = { quick: false, runs: null, out: null, cache: '/var/tmp/ovlfs-bench-cache', timeout: null, only: null, impls: IMPLS, ovlfs: path.join(REPO, 'dist/cli/main.js'), base: undefined, retryTimeouts: false, strict: false, snapshot: true }
+  const o = { quick: false, runs: null, out: null, cache: '/var/tmp/ovlfs-bench-cache', timeout: null, only: null, impls: IMPLS, ovlfs: path.join(REPO, 'dist/cli/main.js'), base: undefined, retryTimeouts: false, strict: false, snapshot: true, upperOn: 'ext4' }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const val = () => { if (i + 1 >= argv.length) usage(`${a} needs a value`); return argv[++i] }
@@ -48,6 +50,7 @@ function parseArgs (argv) {
     else if (a === '--retry-timeouts') o.retryTimeouts = true
     else if (a === '--strict') o.strict = true
     else if (a === '--no-snapshot') o.snapshot = false
+    else if (a === '--upper-on') o.upperOn = val()
     else if (a === '-h' || a === '--help') usage()
     else usage(`unknown argument ${a}`)
   }
@@ -58,6 +61,7 @@ function parseArgs (argv) {
   for (const i of o.impls) if (!IMPLS.includes(i)) usage(`unknown implementation ${i} (${IMPLS.join(', ')})`)
   o.impls = IMPLS.filter(i => o.impls.includes(i))
   if (o.only) for (const w of o.only) if (!WORKLOADS.some(x => x.name === w)) usage(`unknown workload ${w} (${WORKLOADS.map(x => x.name).join(', ')})`)
+  if (!['ext4', 'dir'].includes(o.upperOn)) usage('--upper-on: ext4 or dir')
   if (o.base !== undefined && !['debootstrap', 'usr', 'synthetic'].includes(o.base)) usage('--base: debootstrap, usr or synthetic')
   return o
 }
@@ -67,6 +71,7 @@ function preflight (o) {
   if (process.getuid() !== 0) problems.push('must run as root (mounts, drop_caches)')
   if (sh('bash', ['-c', 'command -v fuse-overlayfs'], { allowFail: true }).status !== 0 && o.impls.includes('fuse-overlayfs')) problems.push('fuse-overlayfs is not installed')
   if (o.impls.includes('ovlfs') && !fs.existsSync(o.ovlfs)) problems.push(`${o.ovlfs} missing: run npm run build first`)
+  if (o.upperOn === 'ext4' && sh('bash', ['-c', 'command -v mkfs.ext4 && command -v losetup'], { allowFail: true }).status !== 0) problems.push('--upper-on ext4 needs mkfs.ext4 and losetup (e2fsprogs, mount)')
   if (o.impls.includes('kernel') && !/\boverlay\b/.test(fs.readFileSync('/proc/filesystems', 'utf8'))) sh('modprobe', ['overlay'], { allowFail: true })
   try { fs.accessSync('/proc/sys/vm/drop_caches', fs.constants.W_OK) } catch { problems.push('/proc/sys/vm/drop_caches is not writable') }
   if (problems.length) {
@@ -92,6 +97,7 @@ function machine (o) {
     cpus: os.cpus().length,
     memGiB: Math.round(os.totalmem() / 2 ** 30),
     cacheFs: first('findmnt', ['-no', 'FSTYPE,SOURCE', '-T', o.cache], /\S/),
+    upperFs: o.upperOn === 'ext4' ? `a new ${UPPER_FS_GIB} GiB ext4 (mkfs defaults, journal) on a loop device per run, in a file on the cache's file system` : 'a directory on the cache\'s file system',
     node: process.version,
     fuseOverlayfs: first('fuse-overlayfs', ['--version'], /fuse-overlayfs/),
     ovlfs: git ? git + (dirty ? '-dirty' : '') : null,
@@ -170,6 +176,8 @@ process.on('unhandledRejection', (err) => {
 async function runOne ({ w, impl, run, ds, manifest, runDir, halves, o }) {
   const tmp = fs.mkdtempSync(path.join(runDir, `${w.name}-${impl}-r${run}-`))
   tmpDirs.add(tmp)
+  const img = path.join(runDir, 'upper.img')
+  if (o.upperOn === 'ext4') freshExt4(img, tmp, UPPER_FS_GIB * 2 ** 30)
   const upper = path.join(tmp, 'upper')
   const work = path.join(tmp, 'work')
   const mnt = path.join(tmp, 'mnt')
@@ -227,10 +235,14 @@ async function runOne ({ w, impl, run, ds, manifest, runDir, halves, o }) {
       if (rec.cpuSeconds == null && cpu0 != null && rec.cpuTotalSeconds != null) rec.cpuSeconds = rec.cpuTotalSeconds - cpu0
     }
     if (active.has(mnt)) rec.notes.push(...await unmount(mnt, { force: hung }))
-    if (!isMounted(mnt)) {
+    if (!isMounted(mnt) && active.has(tmp)) {
+      rec.notes.push(...await unmount(tmp))
+      if (!isMounted(tmp)) fs.rmSync(img, { force: true })
+    }
+    if (!isMounted(mnt) && !isMounted(tmp)) {
       if (removeTree(tmp)) tmpDirs.delete(tmp)
     } else {
-      rec.notes.push(`left mounted: ${mnt}`)
+      rec.notes.push(`left mounted: ${isMounted(mnt) ? mnt : tmp}`)
     }
   }
   return rec
@@ -302,7 +314,7 @@ async function main () {
   const lines = []
   lines.push(`ovlfs benchmark, ${meta.date.slice(0, 10)}, ${meta.hostname}: ${meta.cpus} × ${meta.cpu}, ${meta.memGiB} GiB, Linux ${meta.kernel}, ${(meta.cacheFs ?? '?').replace(/\s+/g, ' ')}; ` +
     `${meta.fuseOverlayfs}; ovlfs ${meta.ovlfs} (built ${meta.ovlfsBuildTime ?? '?'}); node ${meta.node}`)
-  lines.push(`Data set (${scale}): ${manifest.base.detail}; medians of ${o.runs} run${o.runs > 1 ? 's' : ''} (min–max), seconds; total ${seconds} s.`)
+  lines.push(`Data set (${scale}): ${manifest.base.detail}; upper and work dirs on ${meta.upperFs}; medians of ${o.runs} run${o.runs > 1 ? 's' : ''} (min–max), seconds; total ${seconds} s.`)
   lines.push('')
   lines.push(report.table(summary, workloads, manifest, lin))
   if (failures.length) {
