@@ -177,6 +177,30 @@ describe.each(WHITEOUT_STYLES)('create (%s whiteouts)', (style) => {
     expect(await mergedTree(s.engine)).toEqual({ '/d': 'dir', '/d/bar': 'file:b', '/foo': 'file:x' })
   })
 
+  it('in a directory only the upper layer has: EEXIST over what is there, a new object over a whiteout, the node a lookup finds', async () => {
+    const wh = style === 'aufs' ? { '.wh.y': '' } : { y: WH }
+    const s = await mk({ upper: { o: dir({ f: 'f', ...wh }) }, lowers: [{ x: 'x' }] })
+    const e = s.engine
+    for (const op of [
+      e.create('/o/f', 0o644, C.O_WRONLY, ROOT), e.mkdir('/o/f', 0o755, ROOT), e.symlink('t', '/o/f', ROOT),
+      e.mknod('/o/f', C.S_IFIFO | 0o644, 0, ROOT), e.link('/x', '/o/f'),
+    ]) await expectErrno(op, 'EEXIST')
+    expect(await mergedTree(e)).toEqual({ '/o': 'dir', '/o/f': 'file:f', '/x': 'file:x' })
+    const { h, attr } = await e.createOpen('/o/y', 0o640, C.O_WRONLY, USER)
+    const n = await e.createOpen('/o/n', 0o600, C.O_RDWR, USER)
+    // What create answered is what a lookup and an fgetattr give afterwards.
+    for (const [p, got] of [['/o/y', attr], ['/o/n', n.attr]] as const) {
+      const a = await e.getattr(p)
+      expect([a.ino, a.mode, a.uid, a.gid, a.nlink]).toEqual([got.ino, got.mode, got.uid, got.gid, got.nlink])
+      expect([a.uid, a.gid, a.mode]).toEqual([USER.uid, USER.gid, REG | (p === '/o/y' ? 0o640 : 0o600)])
+    }
+    expect((await e.fgetattr(h)).ino).toBe(attr.ino)
+    await e.release(h)
+    await e.release(n.h)
+    await expectErrno(e.create('/o/y', 0o644, C.O_WRONLY, ROOT), 'EEXIST')
+    expect(await realTree(s.upper)).toEqual({ '/o': 'dir', '/o/f': 'file:f', '/o/n': 'file:', '/o/y': 'file:' })
+  })
+
   it('a new file can be written and read through its create handle', async () => {
     const s = await mk({ lowers: [{}] })
     const h = await s.engine.create('/n', 0o644, C.O_RDWR, ROOT)

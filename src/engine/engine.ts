@@ -15,7 +15,7 @@ import { type Layer, LayerStack, type LayerStackConfig, joinPath, realPath, spli
 import type { LayerIo } from './layer-io'
 import type { XattrPermissions } from './mapping'
 import { OverrideStat } from './override-stat'
-import { Lookup, type Node, dataInUpper, dataPath, hitPath } from './lookup'
+import { Lookup, type Hit, type Node, dataInUpper, dataPath, hitPath } from './lookup'
 import { type MaybePromise, andThen } from './maybe'
 import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
@@ -307,13 +307,30 @@ export class Engine {
   }
 
   async create (path: string, mode: number, flags: number, caller: Caller): Promise<OpenFile> {
+    return (await this.createOpen(path, mode, flags, caller)).h
+  }
+
+  /**
+   * create(), with the new file's attributes as fgetattr gives them: the
+   * file's fstat (after its owner is set) makes both its node, recorded as a
+   * lookup would find it, and the answer.
+   */
+  async createOpen (path: string, mode: number, flags: number, caller: Caller): Promise<{ h: OpenFile, attr: Attr }> {
     const openFlags = (flags & ~(C.O_EXCL | C.O_NOCTTY)) | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW
     let fd = -1
-    await this.createObject(path, caller, mode, async (target, layer) => {
+    const made = await this.createObject(path, caller, mode, async (target, layer) => {
       fd = await this.io.open(layer, target, openFlags, mode & 0o7777)
     })
-    const node = await this.lookup.get(path)
-    return this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
+    try {
+      const st = await this.io.fstat(made.top.layer, fd)
+      const node = this.lookup.adoptCreated(path, made.parent, made.top, st)
+      const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
+      const attr = attrOf(st, node.ino, false)
+      return { h, attr: this.override === undefined ? attr : await this.override.present(hitPath(node.top), node.top.layer, attr) }
+    } catch (err) {
+      await closeFd(fd).catch(() => {})
+      throw err
+    }
   }
 
   async read (h: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
@@ -472,20 +489,25 @@ export class Engine {
    * Over an upper whiteout the object is built in the work dir and renamed in
    * (a directory made there is opaque, so the lower one stays hidden).
    */
-  private async createObject (path: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<void> {
+  private async createObject (path: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<{ parent: Node, top: Hit }> {
     this.assertWritable()
     const [parentPath, name] = splitPath(path)
     assertCreatableName(name)
-    await this.locks.with([path], async () => await this.createLocked(path, parentPath, name, caller, mode, make))
+    return await this.locks.with([path], async () => await this.createLocked(path, parentPath, name, caller, mode, make))
   }
 
-  private async createLocked (path: string, parentPath: string, name: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<void> {
+  private async createLocked (path: string, parentPath: string, name: string, caller: Caller | undefined, mode: number, make: (real: string, layer: Layer) => Promise<void>): Promise<{ parent: Node, top: Hit }> {
     const isDir = (mode & S_IFMT) === S_IFDIR
-    await this.assertNewName(path)
-    const parent = await this.ensureDir(parentPath)
+    const existing = await this.existingDir(parentPath)
+    // In a directory only the upper layer has, the two lstats below are all a lookup of the name would make.
+    const upperOnly = existing.dirs.length === 1 && existing.top.layer.isUpper
+    if (!upperOnly && await this.lookup.resolve(path) !== null) throw new OvlError('EEXIST', `file exists: ${path}`)
+    const parent = upperOnly ? existing : await this.ensureDir(parentPath)
     const upper = parent.top.layer
-    const target = realPath(upper, joinPath(parent.top.rel, name))
+    const top = { layer: upper, rel: joinPath(parent.top.rel, name) }
+    const target = realPath(upper, top.rel)
     const atTarget = await this.lstatIfAny(upper, target)
+    if (upperOnly && atTarget !== undefined && !isWhiteoutStat(atTarget)) throw new OvlError('EEXIST', `file exists: ${path}`)
     const overWhiteout = atTarget !== undefined && isWhiteoutStat(atTarget)
     const aufsWh = realPath(upper, joinPath(parent.top.rel, aufsWhiteoutName(name)))
     const overAufsWhiteout = await this.lstatIfAny(upper, aufsWh) !== undefined
@@ -533,6 +555,7 @@ export class Engine {
       if (overAufsWhiteout) await fsp.unlink(aufsWh).catch(() => {})
     }
     this.lookup.invalidate(path)
+    return { parent, top }
   }
 
   /** The parent of `path` exists and is a directory (ENOENT/ENOTDIR), and `path` does not exist (EEXIST). */

@@ -94,6 +94,12 @@ export class Lookup {
    */
   private readonly absent = new Map<string, Node>()
   private changes = 0
+  /**
+   * The lstat probeReal just made of an upper name, for the statOf that
+   * follows it in the same lookup (take()): one lstat instead of two. Used
+   * once, and only while nothing was invalidated since.
+   */
+  private upperProbed: { real: string, st: BigIntStats, changes: number } | undefined
   private readonly lowerOpaque = new LRUCache<string, boolean>({ max: 50_000 })
   private readonly lowerRedirect = new LRUCache<string, string>({ max: 50_000 })
   readonly dirIndex: DirIndex
@@ -147,6 +153,22 @@ export class Lookup {
   peek (path: string): Node | undefined {
     const n = this.cache.peek(path)
     return n !== undefined && this.valid(n) ? n : undefined
+  }
+
+  /**
+   * Record the node of a regular file just created at `path` in the upper
+   * directory `parent` (holding the create's lock): what a lookup would find,
+   * built from the new file's fstat (no origin, no metacopy marker, one
+   * name). Not recorded when `parent` is no longer valid; a lookup then
+   * finds it.
+   */
+  adoptCreated (path: string, parent: Node, top: Hit, stat: BigIntStats): Node {
+    const node: Node = { path, parent, top, stat, isDir: false, ino: this.inodes.map(Number(stat.dev), stat.ino), dirs: [top], stale: false }
+    if (this.cache.peek(parent.path) === parent && this.valid(parent)) {
+      this.cache.set(path, node)
+      this.absent.delete(path)
+    }
+    return node
   }
 
   /** Like resolve, but ENOENT when missing. */
@@ -373,9 +395,11 @@ export class Lookup {
   private probeReal (dir: Hit, name: string, hit: Hit): MaybePromise<Probe> {
     const whPath = realPath(dir.layer, joinPath(dir.rel, aufsWhiteoutName(name)))
     const whiteoutOrNone = (): MaybePromise<Probe> => andThen(this.exists(dir.layer, whPath), (wh) => wh ? WHITEOUT : NONE)
-    return attempt(() => andThen(this.io.lstat(dir.layer, hitPath(hit)), (st): MaybePromise<Probe> => {
+    const real = hitPath(hit)
+    return attempt(() => andThen(this.io.lstat(dir.layer, real), (st): MaybePromise<Probe> => {
       if (st === undefined) return whiteoutOrNone()
       if (isWhiteoutStat(st)) return WHITEOUT
+      if (dir.layer.isUpper) this.upperProbed = { real, st, changes: this.changes }
       if (!st.isDirectory()) return NON_DIR
       return andThen(this.exists(dir.layer, whPath), (belowHidden): Probe => ({ kind: 'entry', isDir: true, belowHidden }))
     }), (err) => {
@@ -386,7 +410,13 @@ export class Lookup {
 
   /** lstat of a name found in a layer (see layer-io.ts). */
   private statOf (hit: Hit): MaybePromise<BigIntStats> {
-    return andThen(this.io.lstat(hit.layer, hitPath(hit)), (st) => {
+    const real = hitPath(hit)
+    const probed = this.upperProbed
+    if (probed !== undefined) {
+      this.upperProbed = undefined
+      if (probed.real === real && probed.changes === this.changes) return probed.st
+    }
+    return andThen(this.io.lstat(hit.layer, real), (st) => {
       if (st === undefined) throw new OvlError('ENOENT', `${hitPath(hit)} vanished from its layer during lookup`)
       return st
     })

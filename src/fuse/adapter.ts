@@ -151,9 +151,9 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
     create: (path, mode, flags, cb) => {
       const who = caller()
       run('create', path, async () => {
-        const h = await engine.create(normPath(path), mode, flags, who)
+        const { h, attr } = await engine.createOpen(normPath(path), mode, flags, who)
         fast?.lend(h)
-        return { h, st: present(await engine.fgetattr(h)) }
+        return { h, st: present(attr) }
       }, (err, v) => v === undefined ? cb(err) : cb(0, v.h.id, v.st))
     },
 
