@@ -160,8 +160,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       done = true
       clearInterval(timer)
       if (fastNames !== undefined) {
-        const [held, answered, absent, opened, setattrs, writes] = fastNames.stats()
-        log.info({ held, answered, absent, opened, setattrs, writes }, 'fast names')
+        const [held, answered, absent, opened, setattrs, writes, creates] = fastNames.stats()
+        log.info({ held, answered, absent, opened, setattrs, writes, creates }, 'fast names')
       }
       engine.close()
       log.info({ why, ...process.memoryUsage() }, 'unmounted')

@@ -333,6 +333,16 @@ export class Engine {
     }
   }
 
+  /**
+   * A file created outside the engine, as create() makes it (the addon's,
+   * patch item 25): whatever was known of the name is forgotten, and its
+   * open handle `id` on `fd` is ours from now on (fd -1: already released).
+   */
+  adoptCreated (path: string, id: number, fd: number, flags: number, ino: number): void {
+    this.lookup.invalidate(path)
+    if (fd >= 0) this.handles.adopt(id, fd, flags, path, ino)
+  }
+
   async read (h: OpenFile, buf: Buffer, len: number, pos: number): Promise<number> {
     const { bytesRead } = await readP(h.fd, buf, 0, len, pos)
     return bytesRead

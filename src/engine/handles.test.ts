@@ -110,6 +110,30 @@ describe('open files', () => {
     expect(s.engine.handles.size).toBe(0)
   })
 
+  it('a file created outside the engine (the addon\'s, patch item 25) is adopted by its handle: read, write, fstat, release', async () => {
+    const s = await stack({ lowers: [{ d: { kind: 'dir', tree: {}, meta: {} } }] })
+    const e = s.engine
+    await e.mkdir('/d/n', 0o755, { uid: 0, gid: 0 })
+    const fd = fs.openSync(s.up('/d/n/f'), fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
+    const id = 2 ** 31 + 4096 * 3 + 7
+    expect(await e.readdir('/d/n')).toEqual([expect.objectContaining({ name: 'f' })])
+    e.adoptCreated('/d/n/f', id, fd, fs.constants.O_RDWR, fs.fstatSync(fd).ino)
+    const h = e.handles.get(id)
+    expect(await e.write(h, Buffer.from('abc'), 3, 0)).toBe(3)
+    expect((await e.fgetattr(h)).size).toBe(3)
+    expect((await e.getattr('/d/n/f')).ino).toBe(h.ino)
+    await e.release(h)
+    expect(await readMerged(e, '/d/n/f')).toBe('abc')
+    await expectErrno(Promise.resolve().then(() => e.handles.get(id)), 'EBADF')
+    // Ids add() gives (below 2^31), or one in use, are never adopted.
+    const fd2 = fs.openSync(s.up('/d/n/f'), 'r')
+    expect(() => new Handles().adopt(5, fd2, 0, '/x', 1)).toThrow(/cannot be adopted/)
+    const t = new Handles()
+    t.adopt(id, fd2, 0, '/x', 1)
+    expect(() => t.adopt(id, fd2, 0, '/x', 1)).toThrow(/cannot be adopted/)
+    fs.closeSync(fd2)
+  })
+
   it('a handle released while a copy-up moves it: its fd is closed once, the new one not leaked (no fd of another file closed)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ovlfs-handles-race-'))
     try {

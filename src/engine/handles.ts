@@ -50,6 +50,14 @@ export class Handles {
     return h
   }
 
+  /** An upper file opened outside this table with handle `id` (one add() never gives: at or above 2^31). */
+  adopt (id: number, fd: number, flags: number, path: string, ino: number): OpenFile {
+    if (id <= 0x7fffffff || this.byId.has(id)) throw new OvlError('EBADF', `handle ${id} cannot be adopted`)
+    const h: OpenFile = { id, fd, flags, upper: true, path, ino }
+    this.byId.set(id, h)
+    return h
+  }
+
   get (id: number): OpenFile {
     const h = this.byId.get(id)
     if (h === undefined) throw new OvlError('EBADF', `no open file with handle ${id}`)

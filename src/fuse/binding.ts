@@ -381,7 +381,7 @@ export class FuseMount {
     return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records);
   }
 
-  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
+  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created]. */
   fastStats(): number[] {
     return this.fuse.fastStats();
   }
@@ -389,6 +389,16 @@ export class FuseMount {
   /** Lend handle fh's fd for writes by root on libfuse's thread (patch item 23); fd -1 takes it back. */
   fastLend(fh: number, fd: number): boolean {
     return this.ended ? false : this.fuse.fastLend(fh, fd);
+  }
+
+  /** Let the addon create files in the upper layer whose record head this is (patch item 25); null stops it. */
+  fastCreates(head: Buffer | null): void {
+    if (!this.ended) this.fuse.fastCreates(head);
+  }
+
+  /** The files the addon created since the last call, for JS to adopt (patch item 25), or null. */
+  fastAdopted(): Buffer | null {
+    return this.ended ? null : this.fuse.fastAdopted();
   }
 
   /** Fast names: reopen the files the addon opened on `path` ('': those of merged st_ino `ino`) on upperPath. */

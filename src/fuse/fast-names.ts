@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { Engine } from '../engine/engine'
 import { type Layer, normPath, splitPath } from '../engine/layers'
@@ -52,6 +53,13 @@ import type { FuseOps } from './binding'
  * layers again (a second walk lists every directory again: the kernel
  * reads a listing anew at each opendir on a writable mount).
  *
+ * Files root creates in an upper directory the table holds with a complete
+ * listing are made by the addon itself (patch item 25), as engine.create()
+ * makes them; it holds the new name, lends the new handle's fd for root's
+ * writes (item 23) and closes it at release if JS never saw it. JS takes
+ * such handles over, and forgets what it knew of their names, before it runs
+ * any operation (adopt()).
+ *
  * Only where the adapter's answer for a lower object is its lstat: no
  * xattr_permissions override, no id mapping, lower timeouts on.
  */
@@ -62,6 +70,8 @@ export interface FastTable {
   fastStats: () => number[]
   fastMove: (path: string, ino: number, upperPath: string) => number
   fastLend: (fh: number, fd: number) => boolean
+  fastCreates: (head: Buffer | null) => void
+  fastAdopted: () => Buffer | null
 }
 
 /** Lookups JS answers in a directory before it hands the directory's listing over. */
@@ -102,6 +112,8 @@ export class FastNames {
   /** readdir's answers since the last change (oldest first), and their bytes. */
   private readonly listings = new Map<string, Buffer>()
   private listingBytes = 0
+  /** Whether the addon was told it may create files (patch item 25; at the first operation, once it has a table). */
+  private createsAsked = false
 
   constructor (
     private readonly table: () => FastTable | undefined,
@@ -267,8 +279,61 @@ export class FastNames {
   }
 
   /**
+   * Files root created through the mount that the addon made itself (patch
+   * item 25: a new name in an upper directory it holds with a complete
+   * listing): JS takes over their handles and forgets what it knew of their
+   * names before it runs any operation (adopting()), so that read, write,
+   * fsync and release find the handle and a lookup finds the file.
+   */
+  private adopt (): void {
+    const t = this.table()
+    if (t === undefined) return
+    if (!this.createsAsked) {
+      this.createsAsked = true
+      const upper = this.engine.stack.upper
+      const head = upper !== undefined && process.env.OVLFS_FAST_CREATE !== '0' ? this.template(upper) : null
+      if (head !== null) t.fastCreates(head)
+    }
+    const b = t.fastAdopted()
+    if (b === null) return
+    for (let at = 8; at + 32 <= b.length;) {
+      const fh = Number(b.readBigUInt64LE(at))
+      const fd = b.readInt32LE(at + 8)
+      const flags = b.readInt32LE(at + 12)
+      const ino = Number(b.readBigUInt64LE(at + 16))
+      const len = b.readUInt32LE(at + 24)
+      const path = normPath(b.toString('utf8', at + 32, at + 32 + len))
+      at += (32 + len + 1 + 7) & ~7
+      try {
+        this.engine.adoptCreated(path, fh, fd, flags, ino)
+      } catch (err) {
+        // Not reachable by construction (the addon's handles are unique and above JS's); never leak the fd.
+        this.log.error({ path, fh, err: String(err) }, 'fast names: a file the addon created could not be adopted')
+        if (fd >= 0) closeSync(fd)
+      }
+      const [dir] = splitPath(path)
+      this.dropListing(dir)
+      this.given.delete(dir)
+    }
+    this.gen = b.readUInt32LE(0)
+  }
+
+  /** Every operation adopts the files the addon created first (adopt()). */
+  private adopting (ops: Record<string, unknown>): void {
+    for (const [name, op] of Object.entries(ops)) {
+      if (typeof op !== 'function') continue
+      const fn = op as (...args: unknown[]) => unknown
+      ops[name] = (...args: unknown[]) => {
+        this.adopt()
+        return fn(...args)
+      }
+    }
+  }
+
+  /**
    * Wrap the writing operations: the addon is told what each changes
-   * (changes()) before it starts and after it ends.
+   * (changes()) before it starts and after it ends. Every operation adopts
+   * the files the addon created first (adopt()).
    */
   guard (ops: FuseOps): FuseOps {
     const out: Record<string, unknown> = { ...ops }
@@ -288,17 +353,19 @@ export class FastNames {
       }
     }
     const open = ops.open
-    if (open === undefined) return out as unknown as FuseOps
-    out.open = (path: string, flags: number, cb: (...r: unknown[]) => void) => {
-      if ((flags & O_ACCMODE) === 0 && (flags & O_TRUNC) === 0) return open(path, flags, cb as never)
-      // It copies up first, as a change of attributes does.
-      const plan = this.changes('open', [path])
-      this.run(plan?.during)
-      open(path, flags, ((...r: unknown[]) => {
+    if (open !== undefined) {
+      out.open = (path: string, flags: number, cb: (...r: unknown[]) => void) => {
+        if ((flags & O_ACCMODE) === 0 && (flags & O_TRUNC) === 0) return open(path, flags, cb as never)
+        // It copies up first, as a change of attributes does.
+        const plan = this.changes('open', [path])
         this.run(plan?.during)
-        cb(...r)
-      }) as never)
+        open(path, flags, ((...r: unknown[]) => {
+          this.run(plan?.during)
+          cb(...r)
+        }) as never)
+      }
     }
+    this.adopting(out)
     return out as unknown as FuseOps
   }
 
@@ -401,9 +468,9 @@ export class FastNames {
     }
   }
 
-  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created]. */
   stats (): number[] {
-    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0]
+    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0, 0]
   }
 
   /**

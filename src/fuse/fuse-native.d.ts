@@ -48,6 +48,10 @@ declare module 'fuse-native' {
     fastStats(): number[]
     /** patched (item 23): lend handle fh's fd for writes by root on libfuse's thread; fd -1 takes it back. */
     fastLend(fh: number, fd: number): boolean
+    /** ovlfs patch item 25: let the addon create files in the upper layer of this record head (null: stop). */
+    fastCreates(head: Buffer | null): void
+    /** ovlfs patch item 25: null, or the generation and the files the addon created since the last call. */
+    fastAdopted(): Buffer | null
     /** patched (item 19): reopen the files the addon opened on path ('': those of merged st_ino ino) on upperPath. */
     fastMove(path: string, ino: number, upperPath: string): number
     static context(): Fuse.RawContext | null
