@@ -17,7 +17,10 @@ import { FUSE_OPTS, KERNEL_OPTS, mountForeground, removeTree, tempDir, unmountAl
 afterAll(unmountAll)
 
 const LAYERS: LayerSet = {
-  lowers: [{ d: dir({ mode: 0o755 }), 'd/lower': file('lower data\n', { mode: 0o644 }), 'd/ln': symlink('lower') }],
+  lowers: [{
+    d: dir({ mode: 0o755 }), 'd/lower': file('lower data\n', { mode: 0o644 }), 'd/ln': symlink('lower'),
+    'd/r1': file('1'), 'd/r2': file('2'), 'd/r3': file('3'),
+  }],
   upper: {},
 }
 
@@ -76,6 +79,10 @@ os.ftruncate(fd, 4)
 s = os.fstat(fd)
 out.append(['rw', oct(s.st_mode), s.st_size, s.st_nlink, os.pread(fd, 100, 0).decode()])
 os.close(fd)
+# Root's unlinks of lower files in the (upper) directory d: whiteouts the addon links (patch item 26).
+for name in ('r1', 'r2', 'r3'):
+    os.unlink(os.path.join(root, 'd', name))
+out.append(['unlinked', sorted(os.listdir(os.path.join(root, 'd'))), [os.path.lexists(os.path.join(root, 'd', n)) for n in ('r1', 'r2', 'r3')]])
 for i in range(10):
     fd = os.open(os.path.join(root, 'd', 'c%d' % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     os.close(fd)
@@ -159,15 +166,27 @@ describe('attributes after a change (patch item 20)', () => {
         const lent = await loggedOps(log, before2, (o) => o.includes('release'))
         expect(lent.filter(o => o === 'create')).toEqual([])
         expect(lent.filter(o => o === 'open' || o === 'release')).toEqual(['open', 'release'])
+        // Root's unlinks of lower files in d, now an upper directory the addon holds: whiteouts it
+        // links itself (item 26), once JS has made the work dir's shared whiteout (at the first
+        // whiteout of the mount, here r1's); JS forgets the names before its next operation.
+        const before3 = fs.readFileSync(log, 'utf8').length
+        for (const n of ['r1', 'r2', 'r3']) fs.unlinkSync(path.join(mnt, 'd', n))
+        expect(fs.readdirSync(path.join(mnt, 'd')).filter(n => n.startsWith('r'))).toEqual([])
+        for (const n of ['r1', 'r2', 'r3']) expect(fs.existsSync(path.join(mnt, 'd', n))).toBe(false)
+        expect(fs.lstatSync(path.join(upper, 'd', 'r1')).isCharacterDevice()).toBe(true)
+        fs.statfsSync(mnt)
+        const removed = await loggedOps(log, before3, (o) => o.includes('statfs'))
+        expect(removed.filter(o => o === 'unlink')).toEqual(['unlink'])
         expect(lent.filter(o => o === 'readlink')).toEqual([])
       } finally {
         await daemon.stop()
       }
       // JS's write is not logged per request: the daemon's count of the addon's own writes is (at unmount).
-      const stats = fs.readFileSync(log, 'utf8').split('\n').filter(l => l.includes('"fast names"')).map(l => JSON.parse(l) as { writes: number, creates: number })
+      const stats = fs.readFileSync(log, 'utf8').split('\n').filter(l => l.includes('"fast names"')).map(l => JSON.parse(l) as { writes: number, creates: number, unlinks: number })
       expect(stats).toHaveLength(1)
       expect(stats[0].writes).toBeGreaterThanOrEqual(10)
       expect(stats[0].creates).toBe(10 - jsCreates + 1)
+      expect(stats[0].unlinks).toBe(2)
     } finally {
       removeTree(base)
     }

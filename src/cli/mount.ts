@@ -160,8 +160,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       done = true
       clearInterval(timer)
       if (fastNames !== undefined) {
-        const [held, answered, absent, opened, setattrs, writes, creates] = fastNames.stats()
-        log.info({ held, answered, absent, opened, setattrs, writes, creates }, 'fast names')
+        const [held, answered, absent, opened, setattrs, writes, creates, unlinks] = fastNames.stats()
+        log.info({ held, answered, absent, opened, setattrs, writes, creates, unlinks }, 'fast names')
       }
       engine.close()
       log.info({ why, ...process.memoryUsage() }, 'unmounted')

@@ -127,6 +127,8 @@ export class Engine {
    * layer makes the kernel drop its cached attributes.
    */
   onAttrsChanged: (ino: number) => void = () => {}
+  /** The work dir's shared whiteout changed (made, or given up: undefined); fast-names.ts hands it to the addon (patch item 26). */
+  onSharedWhiteout: (path: string | undefined) => void = () => {}
 
   private constructor (
     readonly options: EngineOptions,
@@ -336,7 +338,8 @@ export class Engine {
   /**
    * A file created outside the engine, as create() makes it (the addon's,
    * patch item 25): whatever was known of the name is forgotten, and its
-   * open handle `id` on `fd` is ours from now on (fd -1: already released).
+   * open handle `id` on `fd` is ours from now on (fd -1: already released,
+   * or a name the addon removed, patch item 26).
    */
   adoptCreated (path: string, id: number, fd: number, flags: number, ino: number): void {
     this.lookup.invalidate(path)
@@ -692,6 +695,7 @@ export class Engine {
         shared = work.temp()
         await this.io.mknod(upper, shared, S_IFCHR, 0)
         work.sharedWhiteout = shared
+        this.onSharedWhiteout(shared)
       }
       try {
         await this.io.link(upper, shared, dst)
@@ -700,7 +704,10 @@ export class Engine {
         const c = codeOf(err)
         if (c === 'EEXIST' || (c === 'ENOENT' && tries > 0)) throw err
         // Full (EMLINK) or gone (ENOENT: removed behind our back): start a new one; the full one's links stay whiteouts.
-        if (work.sharedWhiteout === shared) work.sharedWhiteout = undefined
+        if (work.sharedWhiteout === shared) {
+          work.sharedWhiteout = undefined
+          this.onSharedWhiteout(undefined)
+        }
         if (c === 'EMLINK') await this.discard(upper, shared)
         if (c !== 'EMLINK' && c !== 'ENOENT') work.sharesWhiteouts = false
       }
@@ -713,6 +720,7 @@ export class Engine {
     const shared = this.work?.sharedWhiteout
     if (shared === undefined || this.work === undefined) return
     this.work.sharedWhiteout = undefined
+    this.onSharedWhiteout(undefined)
     try {
       fs.unlinkSync(shared)
     } catch {}

@@ -381,7 +381,7 @@ export class FuseMount {
     return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records);
   }
 
-  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created]. */
+  /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created, unlinks it made]. */
   fastStats(): number[] {
     return this.fuse.fastStats();
   }
@@ -399,6 +399,11 @@ export class FuseMount {
   /** The files the addon created since the last call, for JS to adopt (patch item 25), or null. */
   fastAdopted(): Buffer | null {
     return this.ended ? null : this.fuse.fastAdopted();
+  }
+
+  /** The shared whiteout the addon links for root's unlinks of lower files (patch item 26); null stops it. */
+  fastWhiteout(path: string | null): void {
+    if (!this.ended) this.fuse.fastWhiteout(path);
   }
 
   /** Fast names: reopen the files the addon opened on `path` ('': those of merged st_ino `ino`) on upperPath. */

@@ -56,9 +56,12 @@ import type { FuseOps } from './binding'
  * Files root creates in an upper directory the table holds with a complete
  * listing are made by the addon itself (patch item 25), as engine.create()
  * makes them; it holds the new name, lends the new handle's fd for root's
- * writes (item 23) and closes it at release if JS never saw it. JS takes
- * such handles over, and forgets what it knew of their names, before it runs
- * any operation (adopt()).
+ * writes (item 23) and closes it at release if JS never saw it. Root's
+ * unlinks of lower files (kind 1) in upper directories it holds are links
+ * of the work dir's shared whiteout there (item 26). JS takes such handles
+ * over, and forgets what it knew of those names, before it runs any
+ * operation (adopt()); a directory a change copied up is handed over as
+ * upper right after it (upperDir()).
  *
  * Only where the adapter's answer for a lower object is its lstat: no
  * xattr_permissions override, no id mapping, lower timeouts on.
@@ -72,6 +75,7 @@ export interface FastTable {
   fastLend: (fh: number, fd: number) => boolean
   fastCreates: (head: Buffer | null) => void
   fastAdopted: () => Buffer | null
+  fastWhiteout: (path: string | null) => void
 }
 
 /** Lookups JS answers in a directory before it hands the directory's listing over. */
@@ -125,6 +129,9 @@ export class FastNames {
   ) {
     engine.handles.onMove = (path, ino, upperPath) => {
       this.table()?.fastMove(path ?? '', ino, upperPath)
+    }
+    engine.onSharedWhiteout = (path) => {
+      this.table()?.fastWhiteout(path ?? null)
     }
   }
 
@@ -347,6 +354,7 @@ export class FastNames {
         args[args.length - 1] = (...r: unknown[]) => {
           this.run(r[0] === 0 ? plan?.done : plan?.during)
           if (r[0] === 0 && plan?.made !== undefined) this.made(plan.made, name === 'mkdir')
+          if (r[0] === 0 && plan?.inDir !== undefined) this.upperDir(plan.inDir)
           cb(...r)
         }
         op(...args)
@@ -384,6 +392,17 @@ export class FastNames {
     if (dir && this.put(t, this.gen, record(2, dirKey(path), EMPTY_HEAD))) this.mark(path)
   }
 
+  /**
+   * A name was created or removed in `dir`, which the change copied up if it
+   * was not: hand the upper directory over (kinds 7, 8), so that the addon
+   * makes root's next creates and unlinks of lower files there (items 25, 26).
+   */
+  private upperDir (dir: string): void {
+    if (dir === '') return
+    const node = this.engine.lookup.peek(dir)
+    if (node !== undefined && node.isDir && node.top.layer.isUpper) this.learned(dir, node, this.gen)
+  }
+
   /** Whether `path` is (or may be: not known without waiting) a non-directory with several names. */
   private hardLinked (path: string): boolean {
     if (path === '') return false
@@ -416,7 +435,7 @@ export class FastNames {
    * (and after it, if it fails), `done` once it succeeded; undefined when
    * only emptying the table will do.
    */
-  private changes (op: keyof FuseOps, args: unknown[]): { during: Change[], done: Change[], made?: string } | undefined {
+  private changes (op: keyof FuseOps, args: unknown[]): { during: Change[], done: Change[], made?: string, inDir?: string } | undefined {
     const p = (i: number): string | undefined => typeof args[i] === 'string' ? normPath(args[i] as string) : undefined
     // Only a directory JS holds as upper counts: one it does not know may still be a lower one.
     const up = (path: string): boolean => this.engine.lookup.peek(path)?.top.layer.isUpper === true
@@ -432,7 +451,7 @@ export class FastNames {
         const path = p(op === 'symlink' ? 1 : 0)
         if (path === undefined || path === '') return undefined
         const list = created(path, up)
-        return { during: list, done: list, made: path }
+        return { during: list, done: list, made: path, inDir: splitPath(path)[0] }
       }
       case 'link': {
         const src = p(0)
@@ -445,7 +464,7 @@ export class FastNames {
         const path = p(0)
         if (path === undefined || path === '') return undefined
         const during = created(path, up)
-        return { during, done: [[op === 'rmdir' ? FORGET_TREE : FORGET, path], ...during.slice(1)] }
+        return { during, done: [[op === 'rmdir' ? FORGET_TREE : FORGET, path], ...during.slice(1)], inDir: splitPath(path)[0] }
       }
       case 'rename': {
         const src = p(0)
@@ -468,9 +487,9 @@ export class FastNames {
     }
   }
 
-  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created]. */
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created, unlinks it made]. */
   stats (): number[] {
-    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0, 0]
+    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0, 0, 0]
   }
 
   /**

@@ -52,6 +52,8 @@ declare module 'fuse-native' {
     fastCreates(head: Buffer | null): void
     /** ovlfs patch item 25: null, or the generation and the files the addon created since the last call. */
     fastAdopted(): Buffer | null
+    /** ovlfs patch item 26: the shared whiteout the addon links for root's unlinks of lower files (null: stop). */
+    fastWhiteout(path: string | null): void
     /** patched (item 19): reopen the files the addon opened on path ('': those of merged st_ino ino) on upperPath. */
     fastMove(path: string, ino: number, upperPath: string): number
     static context(): Fuse.RawContext | null
