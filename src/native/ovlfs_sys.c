@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -105,15 +106,17 @@ static void read_sized(req_t *r, int list) {
   seterr(r, list ? "llistxattr" : "lgetxattr");
 }
 
-/* Copy [off, end) from in to out at the same offsets. *use_rw switches to
- * pread/pwrite for good once copy_file_range is refused. */
+/* Copy [off, end) from in to out at the same offsets. *use_rw steps down
+ * for good when a way is refused: 0 copy_file_range (same file system), 1
+ * sendfile (in the kernel across file systems, as the kernel's overlayfs
+ * splices: no copy through this process), 2 pread/pwrite. */
 static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
                       int *use_rw, char **rwbuf) {
   enum { RWSIZE = 1 << 20 };
   while (off < end) {
     size_t want = (size_t)(end - off > (off_t)1 << 30 ? (off_t)1 << 30 : end - off);
     ssize_t n;
-    if (!*use_rw) {
+    if (*use_rw == 0) {
       loff_t ioff = off, ooff = off;
       n = copy_file_range(in, &ioff, out, &ooff, want, 0);
       if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
@@ -123,6 +126,17 @@ static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return seterr(r, "copy_file_range");
+    } else if (*use_rw == 1) {
+      /* sendfile writes at out's file position: keep it at off. */
+      off_t ioff = off;
+      if (lseek(out, off, SEEK_SET) < 0) return seterr(r, "lseek");
+      n = sendfile(out, in, &ioff, want > (size_t)1 << 30 ? (size_t)1 << 30 : want);
+      if (n < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+        *use_rw = 2;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return seterr(r, "sendfile");
     } else {
       if (*rwbuf == NULL && (*rwbuf = malloc(RWSIZE)) == NULL) {
         errno = ENOMEM;

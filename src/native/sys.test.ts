@@ -376,6 +376,29 @@ describe('copyData', () => {
     expect(d.isFile()).toBe(true)
   })
 
+  it('copies across file systems (sendfile: copy_file_range refuses them): sparse and dense data, same bytes, holes kept', async () => {
+    // /dev/shm is a tmpfs; the test's temp dir is not (the test fails loudly if they are one file system).
+    const shm = fs.mkdtempSync('/dev/shm/ovlfs-copy-')
+    try {
+      const src = path.join(shm, 'src')
+      expect(fs.statSync(shm).dev).not.toBe(fs.statSync(path.dirname(tmp('x'))).dev)
+      const dense = Buffer.alloc(2 * MiB + 5)
+      for (let i = 0; i < dense.length; i++) dense[i] = (i * 131) & 0xff
+      const fd = fs.openSync(src, 'w')
+      writeAt(fd, dense, 0)
+      writeAt(fd, Buffer.from('tail'), 16 * MiB)
+      fs.closeSync(fd)
+      const dst = tmp('cross-copy')
+      const n = await copyData(src, dst, 0o600)
+      expect(fs.readFileSync(dst).equals(fs.readFileSync(src))).toBe(true)
+      expect(fs.statSync(dst).size).toBe(16 * MiB + 4)
+      expect(fs.statSync(dst).blocks * 512).toBeLessThan(8 * MiB) // the hole stayed a hole
+      expect(n).toBeGreaterThanOrEqual(dense.length + 4)
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true })
+    }
+  })
+
   it('applies the mode exactly, regardless of umask', async () => {
     const src = file('m', 'x')
     const dst = tmp('m-copy')
@@ -463,7 +486,7 @@ describe('copyData', () => {
       const src = file('big', Buffer.alloc(2 * MiB, 'q'))
       const dst = path.join(mnt, 'copy')
       const e = await sysErr(copyData(src, dst, 0o644), 'ENOSPC')
-      expect(['copy_file_range', 'write']).toContain(e.syscall)
+      expect(['copy_file_range', 'sendfile', 'write']).toContain(e.syscall)
       expect(fs.existsSync(dst)).toBe(false)
       expect(fs.readdirSync(mnt)).toEqual([])
     } finally {
