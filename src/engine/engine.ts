@@ -325,7 +325,7 @@ export class Engine {
     })
     try {
       const st = await this.io.fstat(made.top.layer, fd)
-      const node = this.lookup.adoptCreated(path, made.parent, made.top, st)
+      const node = this.lookup.recordCreated(path, made.parent, made.top, st)
       const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
       const attr = attrOf(st, node.ino, false)
       return { h, attr: this.override === undefined ? attr : await this.override.present(hitPath(node.top), node.top.layer, attr) }

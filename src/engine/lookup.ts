@@ -162,7 +162,7 @@ export class Lookup {
    * name). Not recorded when `parent` is no longer valid; a lookup then
    * finds it.
    */
-  adoptCreated (path: string, parent: Node, top: Hit, stat: BigIntStats): Node {
+  recordCreated (path: string, parent: Node, top: Hit, stat: BigIntStats): Node {
     const node: Node = { path, parent, top, stat, isDir: false, ino: this.inodes.map(Number(stat.dev), stat.ino), dirs: [top], stale: false }
     if (this.cache.peek(parent.path) === parent && this.valid(parent)) {
       this.cache.set(path, node)
@@ -417,7 +417,7 @@ export class Lookup {
       if (probed.real === real && probed.changes === this.changes) return probed.st
     }
     return andThen(this.io.lstat(hit.layer, real), (st) => {
-      if (st === undefined) throw new OvlError('ENOENT', `${hitPath(hit)} vanished from its layer during lookup`)
+      if (st === undefined) throw new OvlError('ENOENT', `${real} vanished from its layer during lookup`)
       return st
     })
   }

@@ -130,7 +130,7 @@ static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
       /* sendfile writes at out's file position: keep it at off. */
       off_t ioff = off;
       if (lseek(out, off, SEEK_SET) < 0) return seterr(r, "lseek");
-      n = sendfile(out, in, &ioff, want > (size_t)1 << 30 ? (size_t)1 << 30 : want);
+      n = sendfile(out, in, &ioff, want);
       if (n < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
         *use_rw = 2;
         continue;
