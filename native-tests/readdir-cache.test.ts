@@ -8,10 +8,11 @@
 // before (so ovlfs's listings are cached) and after each step, and the listings (names and
 // d_type; on each side a non-directory's d_ino must be its st_ino, so a copy-up cannot leave a
 // stale one behind) must agree.
-// ovlfs uses the cache on read-only mounts only (on a writable one a listing read across a
-// concurrent change could repeat a name: src/cli/mount.ts cacheDirs), so the first case checks the
-// listings stay right through the mount either way; the second proves the cache is in use on a
-// read-only mount (repeated listings reach the daemon's readdir once) and not on a writable one.
+// The second case proves the cache is in use, on read-only and writable mounts alike (repeated
+// listings reach the daemon's readdir once). The third reads a listing across changes, with the
+// kernel's cache dropped and refilled halfway: every name that stays must be listed exactly once
+// (libfuse 2's own offsets, byte positions in a fresh snapshot, skipped hundreds; ovlfs's are
+// stable cookies made from the names, patch item 27).
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -147,7 +148,7 @@ describe('directory listings cached by the kernel', () => {
     } finally { removeTree(base) }
   })
 
-  it('are served from the cache on a read-only mount (repeated listings reach the daemon once); not on a writable one', async () => {
+  it('are served from the cache, read-only or writable (repeated listings reach the daemon once)', async () => {
     const root = tempDir('ovlfs-rdc-')
     const { lowers, upper } = buildLayers(root, {
       lowers: [{ l: dir(), 'l/a': file('a'), m: dir(), 'm/a': file('a') }],
@@ -158,9 +159,60 @@ describe('directory listings cached by the kernel', () => {
     try {
       // Read-only (the would-be upper as the top lower layer): nothing can change, the kernel keeps the listings.
       expect(await countReaddirs(root, 'ro', `lowerdir=${upper}:${lowers.join(':')}`)).toEqual({ '/l': 1, '/m': 1, '/u': 1 })
-      // Writable: no listing cache (a listing read across a concurrent change could repeat a name; see src/cli/mount.ts).
-      expect(await countReaddirs(root, 'rw', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`)).toEqual({ '/l': 3, '/m': 3, '/u': 3 })
+      // Writable: cached too, until a change (stable offsets, patch item 27; see src/cli/mount.ts).
+      expect(await countReaddirs(root, 'rw', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`)).toEqual({ '/l': 1, '/m': 1, '/u': 1 })
     } finally { removeTree(root) }
+  })
+})
+
+/**
+ * A listing that goes on across changes (perl: read part of a directory, change it through the
+ * mount, list it again from the start in between, which makes the kernel drop and refill its
+ * cached listing, then read the rest): prints every name the first listing returned.
+ */
+const RESUMER = `
+use strict;
+my ($dir, $first) = @ARGV;
+opendir(my $d, $dir) or die "opendir: $!";
+my @seen;
+for (1 .. $first) { my $n = readdir($d); die "short listing" unless defined $n; push @seen, $n; }
+my %read = map { $_ => 1 } @seen;
+for my $i (0 .. 199) { open(my $f, '>', sprintf("%s/new%03d", $dir, $i)) or die "create: $!"; close($f); }
+my @old = sort grep { /^f/ } @seen;
+my @unread;
+{ opendir(my $a, $dir) or die; @unread = sort grep { /^f/ && !$read{$_} } readdir($a); closedir($a); }
+unlink("$dir/$_") or die "unlink: $!" for (@old[0 .. 99], @unread[0 .. 99]);
+{ opendir(my $b, $dir) or die; my @again = readdir($b); closedir($b); }
+while (defined(my $n = readdir($d))) { push @seen, $n; }
+print "$_\n" for @seen;
+`
+
+describe('a listing read across changes', () => {
+  it('shows every name that stays exactly once (stable offsets, patch item 27), as the kernel\'s overlayfs does', async () => {
+    const base = tempDir('ovlfs-rdc-resume-')
+    const names = Array.from({ length: 3000 }, (_v, i) => `f${String(i).padStart(4, '0')}-${'x'.repeat(20)}`)
+    buildLayers(base, { lowers: [{ big: dir(), ...Object.fromEntries(names.map(n => [`big/${n}`, file('')])) }], upper: { big: dir() } })
+    try {
+      await withBoth(base, 1, (s) => {
+        for (const [side, mnt] of [['kernel', s.kernel.mnt], ['ovlfs', s.fuse.mnt]] as const) {
+          const big = path.join(mnt, 'big')
+          // Listed once before, so that ovlfs's listing is in the kernel's cache.
+          expect(fs.readdirSync(big).length).toBe(names.length)
+          const r = spawnSync('perl', ['-e', RESUMER, big, '1500'], { encoding: 'utf8', maxBuffer: 16 << 20 })
+          expect(r.status, `${side}: ${r.stderr}`).toBe(0)
+          const seen = r.stdout.split('\n').filter(Boolean)
+          const count = new Map<string, number>()
+          for (const n of seen) count.set(n, (count.get(n) ?? 0) + 1)
+          const gone = new Set(fs.readdirSync(big).length > 0 ? names.filter(n => !fs.existsSync(path.join(big, n))) : [])
+          expect(gone.size, side).toBe(200)
+          const problems = [
+            ...[...count].filter(([, c]) => c > 1).map(([n, c]) => `${side}: ${n} listed ${c} times`),
+            ...names.filter(n => !gone.has(n) && !count.has(n)).map(n => `${side}: ${n} (never changed) not listed`),
+          ]
+          expect(problems.slice(0, 10), `${problems.length} problems`).toEqual([])
+        }
+      }, { kernel: KERNEL_FULL_OPTS, fuse: '' })
+    } finally { removeTree(base) }
   })
 })
 
