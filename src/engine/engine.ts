@@ -253,13 +253,14 @@ export class Engine {
    * getdents, no syscall per entry); one from the upper layer may carry an
    * origin record, so it is looked up.
    */
-  async readdirWithIno (path: string): Promise<Array<DirEntry & { ino: number }>> {
-    const entries = await this.readdir(path)
-    const out = entries.map(e => ({ ...e, ino: this.lookup.inodes.map(e.hit.layer.dev, BigInt(e.realIno)) }))
-    const fromUpper = out.filter(e => e.hit.layer.isUpper)
-    await mapLimit(fromUpper, 64, async (e) => {
+  async readdirWithIno (path: string): Promise<DirEntry[]> {
+    const out = await this.readdir(path)
+    const fromUpper: number[] = []
+    out.forEach((e, i) => { if (e.hit.layer.isUpper) fromUpper.push(i) })
+    await mapLimit(fromUpper, 64, async (i) => {
+      const e = out[i] as DirEntry
       const child = await this.lookup.resolve(joinPath(path, e.name)).catch(() => null)
-      if (child !== null) e.ino = child.ino
+      if (child !== null && child.ino !== e.ino) out[i] = { ...e, ino: child.ino }
     })
     return out
   }

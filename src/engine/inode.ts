@@ -32,6 +32,14 @@ export class InodeMap {
     return hashIno(dev, ino)
   }
 
+  /** `map` for a number from getdents (d_ino; exact below 2^53), without a BigInt when the answer needs none. */
+  mapNumber (dev: number, ino: number): number {
+    if (this.single) return ino
+    const idx = this.fsIndex.get(dev)
+    if (idx !== undefined && idx < 32 && ino < Number(XINO_LIMIT)) return idx * Number(XINO_LIMIT) + ino
+    return this.map(dev, BigInt(ino))
+  }
+
   /**
    * How `map` treats the numbers of filesystem `dev` when it adds an offset:
    * merged = add + ino for every ino < limit (no hash below the limit), so

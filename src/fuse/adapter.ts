@@ -127,9 +127,8 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       run('readdir', path, async () => {
         const entries = await engine.readdirWithIno(p)
         const self = await engine.getattr(p)
-        const dirents = [{ name: '.', ino: self.ino, mode: 0o040000 }, { name: '..', ino: self.ino, mode: 0o040000 }]
-        for (const e of entries) dirents.push({ name: e.name, ino: e.ino, mode: TYPE_MODE[e.type] ?? 0 })
-        const packed = packDirents(dirents)
+        const dots = [{ name: '.', ino: self.ino, type: 'dir' }, { name: '..', ino: self.ino, type: 'dir' }]
+        const packed = packDirents([...dots, ...entries], (e) => TYPE_MODE[e.type] ?? 0)
         fast?.listed(p, entries, gen, packed)
         return packed
       }, cb)

@@ -258,7 +258,7 @@ export class OvlfsFuse extends FuseNative {
  * entry uint32 ino low, ino high, mode (the type bits are what counts), the
  * name's length in bytes, then the name and a NUL, padded to 4 bytes.
  */
-export function packDirents(entries: ReadonlyArray<{ readonly name: string; readonly ino: number; readonly mode: number }>): Buffer {
+export function packDirents<T extends { readonly name: string; readonly ino: number }>(entries: ReadonlyArray<T>, modeOf: (e: T) => number): Buffer {
   let size = 0;
   for (const e of entries) size += (16 + Buffer.byteLength(e.name) + 1 + 3) & ~3;
   const buf = Buffer.alloc(size);
@@ -267,7 +267,7 @@ export function packDirents(entries: ReadonlyArray<{ readonly name: string; read
     const len = buf.write(e.name, pos + 16);
     buf.writeUInt32LE(e.ino % 0x100000000, pos);
     buf.writeUInt32LE(Math.floor(e.ino / 0x100000000), pos + 4);
-    buf.writeUInt32LE(e.mode, pos + 8);
+    buf.writeUInt32LE(modeOf(e), pos + 8);
     buf.writeUInt32LE(len, pos + 12);
     pos += (16 + len + 1 + 3) & ~3;
   }

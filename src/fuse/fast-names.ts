@@ -240,8 +240,8 @@ export class FastNames {
     if (entries.length > MAX_NAMES) return
     const recs = this.records(dir, entries)
     // readdir's answer too, for the addon to give again (kind 5) until the next change.
-    if (packed !== undefined && packed.length <= MAX_PACKED_BYTES) recs.push(record(5, dirKey(dir), EMPTY_HEAD, packed))
-    if (this.put(t, gen, Buffer.concat(recs))) this.mark(dir)
+    if (packed !== undefined && packed.length <= MAX_PACKED_BYTES) recs.add(5, dirKey(dir), EMPTY_HEAD, packed)
+    if (this.put(t, gen, recs.done())) this.mark(dir)
   }
 
   /**
@@ -269,8 +269,8 @@ export class FastNames {
       return
     }
     const kind = node.isDir ? (merged ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
-    const rec = kind === 0 ? null : this.lowerRecord(kind, path, node.top.layer, node.top.rel.slice(1))
-    if (rec !== null) this.put(t, gen, rec)
+    const rec = new Records()
+    if (kind !== 0 && this.lowerRecord(rec, kind, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, rec.done())
   }
 
   /** fuse_native_fast_put; false if refused. Notices when the addon emptied its table to make room. */
@@ -517,8 +517,8 @@ export class FastNames {
    * of its parent's merge cannot be merged itself (no layer below it holds
    * the name), so its attributes are its lstat too.
    */
-  private records (dir: string, entries: readonly DirEntry[]): Buffer[] {
-    const recs = [record(2, dirKey(dir), EMPTY_HEAD)]
+  private records (dir: string, entries: readonly DirEntry[]): Records {
+    const recs = new Records().add(2, dirKey(dir), EMPTY_HEAD)
     const parent = this.engine.lookup.getMaybe(dir)
     const last = parent instanceof Promise ? undefined : parent.dirs[parent.dirs.length - 1]
     const bottomKind = this.staticNlink ? 4 : 3
@@ -528,16 +528,17 @@ export class FastNames {
       let kind = 0
       if (!layer.isUpper && e.type !== 'unknown') kind = e.type !== 'dir' ? 1 : e.hit === last ? bottomKind : 0
       // In the layer, the name is where its parent's part is: the merged path unless a redirect led elsewhere.
-      const rec = kind === 0 ? null : this.lowerRecord(kind, key, layer, (e.hit.rel + '/' + e.name).slice(1))
-      recs.push(rec ?? record(0, key, EMPTY_HEAD))
+      if (kind === 0 || !this.lowerRecord(recs, kind, key, layer, (e.hit.rel + '/' + e.name).slice(1))) recs.add(0, key, EMPTY_HEAD)
     }
     return recs
   }
 
-  /** The record of an object the addon stats itself (at `rel` in `layer`), or null when the layer does not allow it. */
-  private lowerRecord (kind: number, key: string, layer: Layer, rel: string): Buffer | null {
+  /** Add the record of an object the addon stats itself (at `rel` in `layer`); false when the layer does not allow it. */
+  private lowerRecord (recs: Records, kind: number, key: string, layer: Layer, rel: string): boolean {
     const head = this.template(layer)
-    return head === null ? null : record(kind, key, head, rel === key.slice(1) ? null : rel)
+    if (head === null) return false
+    recs.add(kind, key, head, rel === key.slice(1) ? null : rel)
+    return true
   }
 
   /** A layer's 40-byte record head (fd, st_ino rule, st_dev), or null when the addon cannot stat in it. */
@@ -598,17 +599,48 @@ const EMPTY_HEAD = Buffer.alloc(HEADER)
  * key without its '/') or a packed listing; padded to 4 bytes.
  */
 function record (kind: number, key: string, head: Buffer, payload: string | Buffer | null = null): Buffer {
-  const keyLen = Buffer.byteLength(key)
-  const payloadLen = payload === null ? 0 : Buffer.byteLength(payload)
-  const buf = Buffer.alloc(pad(HEADER + keyLen + payloadLen))
-  head.copy(buf, 0)
-  buf.writeUInt32LE(kind, 0)
-  buf.writeUInt32LE(keyLen, 32)
-  buf.writeUInt32LE(payload === null ? NO_REL : payloadLen, 36)
-  buf.write(key, HEADER)
-  if (typeof payload === 'string') buf.write(payload, HEADER + keyLen)
-  else if (payload !== null) payload.copy(buf, HEADER + keyLen)
-  return buf
+  return new Records().add(kind, key, head, payload).done()
+}
+
+/**
+ * Records written one after another into one growing buffer: a listing of
+ * 20,000 names is one allocation (doubling) instead of a Buffer per name and
+ * a copy of them all, which made a large directory's listing the daemon's
+ * peak of memory.
+ */
+class Records {
+  private buf = Buffer.allocUnsafe(1024)
+  private len = 0
+
+  add (kind: number, key: string, head: Buffer, payload: string | Buffer | null = null): this {
+    const keyLen = Buffer.byteLength(key)
+    const payloadLen = payload === null ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
+    const size = pad(HEADER + keyLen + payloadLen)
+    if (this.len + size > this.buf.length) {
+      let cap = this.buf.length * 2
+      while (cap < this.len + size) cap *= 2
+      const grown = Buffer.allocUnsafe(cap)
+      this.buf.copy(grown, 0, 0, this.len)
+      this.buf = grown
+    }
+    const buf = this.buf
+    const at = this.len
+    head.copy(buf, at, 0, HEADER)
+    buf.writeUInt32LE(kind, at)
+    buf.writeUInt32LE(keyLen, at + 32)
+    buf.writeUInt32LE(payload === null ? NO_REL : payloadLen, at + 36)
+    buf.write(key, at + HEADER)
+    if (typeof payload === 'string') buf.write(payload, at + HEADER + keyLen)
+    else if (payload !== null) payload.copy(buf, at + HEADER + keyLen)
+    buf.fill(0, at + HEADER + keyLen + payloadLen, at + size)
+    this.len += size
+    return this
+  }
+
+  /** The records so far (a view of the buffer). */
+  done (): Buffer {
+    return this.buf.subarray(0, this.len)
+  }
 }
 
 /** A directory's key in the addon's table: its FUSE path ('/' for the root). */
