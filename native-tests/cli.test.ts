@@ -285,7 +285,15 @@ describe('mount options', () => {
     },
   )
 
-  test.each(['fsync=0', 'threaded=1', 'plugins=x'])(
+  test.each(['fsync=1', 'fsync=0'])('fuse-overlayfs option %s is accepted silently (fsync=0 is volatile)', async (opt) => {
+    const { r, daemon } = await mountDaemon(['-o', `${lowerUpperWork()},${opt}`, fx.mnt])
+    expect(read('f')).toBe('top\n')
+    fusermountU()
+    await expectDaemonExits0(r, daemon)
+    expect(r.stderr).toBe('')
+  })
+
+  test.each(['fast_ino=1', 'threaded=1', 'plugins=x'])(
     'fuse-overlayfs option %s is warned about, not fatal',
     async (opt) => {
       const { r, daemon } = await mountDaemon(['-o', `${lowerUpperWork()},${opt}`, fx.mnt])
@@ -416,6 +424,10 @@ describe('bad input: exit 1 with one line on stderr', () => {
   test('mountpoint missing', async () => {
     const mnt = path.join(fx.root, 'no-such-mnt')
     await expectBadInput(['-o', lowerUpperWork(), mnt], [mnt])
+  })
+
+  test('fsync= other than 0 or 1', async () => {
+    await expectBadInput(['-o', `${lowerUpperWork()},fsync=2`, fx.mnt], ['fsync='])
   })
 
   test('mountpoint busy (already a mount there)', async () => {

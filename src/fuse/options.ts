@@ -66,7 +66,7 @@ const FUSE_VALUE_SYNTAX: Record<string, { re: RegExp, what: string }> = {
 }
 /** fuse-overlayfs options that ovlfs accepts with a warning until they are implemented. */
 const FUSE_OVERLAYFS_UNIMPLEMENTED = new Set([
-  'context', 'threaded', 'fsync', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
+  'context', 'threaded', 'fast_ino', 'writeback', 'noxattrs', 'plugins',
   'xino', 'userxattr', 'debug',
 ])
 
@@ -136,6 +136,13 @@ export function parseMountOptions (lists: readonly string[]): MountOptions {
         case 'volatile':
           o.volatile = true
           break
+        case 'fsync': {
+          // fuse-overlayfs's spelling: fsync=0 is its volatile (it documents `volatile` as "fsync=0").
+          const v = requireValue(key, value)
+          if (v !== '0' && v !== '1') throw new CliError(`fsync= must be 0 (skip fsync, as volatile) or 1, not ${v}`)
+          if (v === '0') o.volatile = true
+          break
+        }
         case 'redirect_dir': {
           // The kernel's values; ovlfs follows redirects in any case, so 'nofollow' cannot be honoured.
           const v = requireValue(key, value)
