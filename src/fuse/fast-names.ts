@@ -269,8 +269,9 @@ export class FastNames {
       return
     }
     const kind = node.isDir ? (merged ? 4 : 3) : node.stat.nlink === 1n ? 1 : 0
+    if (kind === 0) return
     const rec = new Records()
-    if (kind !== 0 && this.lowerRecord(rec, kind, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, rec.done())
+    if (this.lowerRecord(rec, kind, path, node.top.layer, node.top.rel.slice(1))) this.put(t, gen, rec.done())
   }
 
   /** fuse_native_fast_put; false if refused. Notices when the addon emptied its table to make room. */
