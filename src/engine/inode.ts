@@ -26,18 +26,15 @@ export class InodeMap {
 
   /** The merged st_ino of the real object (dev, ino). */
   map (dev: number, ino: bigint): number {
-    if (this.single && ino < 2n ** 53n) return Number(ino)
-    const idx = this.fsIndex.get(dev)
-    if (idx !== undefined && idx < 32 && ino < XINO_LIMIT) return idx * Number(XINO_LIMIT) + Number(ino)
-    return hashIno(dev, ino)
+    return ino < 2n ** 53n ? this.mapNumber(dev, Number(ino)) : hashIno(dev, ino)
   }
 
-  /** `map` for a number from getdents (d_ino; exact below 2^53), without a BigInt when the answer needs none. */
+  /** `map` for a number (d_ino from getdents; exact below 2^53), without a BigInt when the answer needs none. */
   mapNumber (dev: number, ino: number): number {
-    if (this.single) return ino
+    if (this.single && ino < 2 ** 53) return ino
     const idx = this.fsIndex.get(dev)
-    if (idx !== undefined && idx < 32 && ino < Number(XINO_LIMIT)) return idx * Number(XINO_LIMIT) + ino
-    return this.map(dev, BigInt(ino))
+    if (idx !== undefined && idx < 32 && ino < XINO_LIMIT_NUMBER) return idx * XINO_LIMIT_NUMBER + ino
+    return hashIno(dev, BigInt(ino))
   }
 
   /**
@@ -55,6 +52,7 @@ export class InodeMap {
 }
 
 const XINO_LIMIT = 2n ** 47n
+const XINO_LIMIT_NUMBER = Number(XINO_LIMIT)
 
 function hashIno (dev: number, ino: bigint): number {
   const h = createHash('sha256').update(`${dev}:${ino}`).digest()

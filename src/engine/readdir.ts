@@ -7,10 +7,9 @@ import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
 export interface DirEntry {
   readonly name: string
   readonly type: EntryType
-  /** The layer the entry comes from, and its inode number there (d_ino). */
+  /** The layer the entry comes from. */
   readonly hit: Hit
-  readonly realIno: number
-  /** The merged st_ino of the layer's object (d_ino as stat maps it; an upper object with an origin record maps otherwise: Engine.readdirWithIno). */
+  /** The merged st_ino of the layer's object, from its d_ino there as stat maps it (an upper object with an origin record maps otherwise: Engine.readdirWithIno). */
   readonly ino: number
 }
 
@@ -51,7 +50,7 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[],
         if (real === 'whiteout') continue
         if (real !== undefined) t = real
       }
-      out.push({ name, type: t, hit, realIno: ino, ino: lookup.inodes.mapNumber(hit.layer.dev, ino) })
+      out.push({ name, type: t, hit, ino: lookup.inodes.mapNumber(hit.layer.dev, ino) })
     }
     for (const name of hiddenBelow) seen.add(name)
   }
