@@ -73,8 +73,8 @@ function expectExit0(r: Run, e: ExitInfo): void {
 }
 
 /** Mount with the daemonizing form; checks exit 0 and that the mount was live at return. */
-async function mountDaemon(args: string[], mnt = fx.mnt): Promise<{ r: Run; daemon: number }> {
-  const r = runCli(args)
+async function mountDaemon(args: string[], mnt = fx.mnt, opts: RunOptions = {}): Promise<{ r: Run; daemon: number }> {
+  const r = runCli(args, opts)
   const e = await r.waitMain()
   expectExit0(r, e)
   expect(mountAt(mnt, r.mountinfoAtMainExit ?? ''), `${mnt} must be mounted when ${r.describe()} returns`).not.toBeNull()
@@ -347,6 +347,22 @@ describe('process lifetime', () => {
     process.kill(daemon, sig)
     await expectDaemonExits0(r, daemon)
     expect(fs.readFileSync(path.join(fx.upper, 'new'), 'utf8')).toBe('x')
+  })
+
+  test('mount-image of a zero-layer image: its empty stand-in lowerdir is gone after the unmount', async () => {
+    const docker = path.join(fx.root, 'docker')
+    const made = sh(process.execPath, [path.join(__dirname, '..', 'scripts', 'make-docker-fixture.js'), docker, 'zero-layer'], 60_000)
+    expect(made.status, `make-docker-fixture: ${made.stderr}`).toBe(0)
+    const tmp = path.join(fx.root, 'tmp') // the stand-in is made under $TMPDIR: a private one, so only ours is seen
+    fs.mkdirSync(tmp)
+    const { r, daemon } = await mountDaemon(['mount-image', '--docker-root', docker, 'scratchy:1', fx.mnt], fx.mnt, { env: { ...process.env, TMPDIR: tmp } })
+    const made1 = fs.readdirSync(tmp)
+    expect(made1.length, `one stand-in in ${tmp}: ${made1.join(' ')}`).toBe(1)
+    expect(made1[0]).toMatch(/^ovlfs-empty-/)
+    expect(fs.readdirSync(fx.mnt)).toEqual([])
+    umount()
+    await expectDaemonExits0(r, daemon)
+    expect(fs.readdirSync(tmp), 'nothing left in $TMPDIR after a normal unmount').toEqual([])
   })
 
   test.each(['SIGTERM', 'SIGINT'] as const)('%s to a -f process unmounts cleanly and exits 0', async (sig) => {

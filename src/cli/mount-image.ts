@@ -6,6 +6,7 @@ import { DEFAULT_DOCKER_ROOT, flag, parseCommandArgs, stringOption, type Output 
 import { shortId } from '../docker/digest'
 import { resolve, type ResolvedStack } from '../docker/resolve'
 import { CliError } from './errors'
+import { STAND_IN_ENV } from './stand-in'
 
 const USAGE = 'ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force]'
 
@@ -72,10 +73,10 @@ export function mountOptions (lowerdirs: readonly string[], upperdir?: string, w
   return options
 }
 
-/** Runs `node main.js ARGS`, sharing our stdio; resolves with its exit code. */
-async function runMain (args: string[]): Promise<number> {
+/** Runs `node main.js ARGS` with ENV added to ours, sharing our stdio; resolves with its exit code. */
+async function runMain (args: string[], env: Record<string, string>): Promise<number> {
   return await new Promise((resolveCode, reject) => {
-    const child = spawn(process.execPath, [join(__dirname, 'main.js'), ...args], { stdio: 'inherit' })
+    const child = spawn(process.execPath, [join(__dirname, 'main.js'), ...args], { stdio: 'inherit', env: { ...process.env, ...env } })
     child.on('error', (err) => reject(new CliError(`cannot run the mount command: ${err.message}`)))
     child.on('exit', (code) => resolveCode(code ?? 1))
   })
@@ -83,22 +84,26 @@ async function runMain (args: string[]): Promise<number> {
 
 export interface MountImageIO {
   stdout?: Output
-  /** Runs the mount command with these arguments (after main.js); default: a child node process. */
-  run?: (args: string[]) => Promise<number>
+  /** Runs the mount command with these arguments (after main.js) and extra environment; default: a child node process. */
+  run?: (args: string[], env: Record<string, string>) => Promise<number>
   /** mountinfo file for the "running" check (tests); default /proc/self/mountinfo. */
   mountinfo?: string
 }
 
-/** Makes the temporary directories a plan asks for; returns the final layers and what to clean up on failure. */
-async function materialize (plan: MountPlan, stdout: Output): Promise<{ lowerdirs: string[], upperdir?: string, workdir?: string, temporary: string[] }> {
+/**
+ * Makes the temporary directories a plan asks for; returns the final layers, what to clean up on
+ * failure, and the empty stand-in lowerdir if one was made (the daemon removes it after unmount).
+ */
+async function materialize (plan: MountPlan, stdout: Output): Promise<{ lowerdirs: string[], upperdir?: string, workdir?: string, temporary: string[], standIn?: string }> {
   const temporary: string[] = []
-  const layers: { lowerdirs: string[], upperdir?: string, workdir?: string } = { lowerdirs: plan.lowerdirs }
+  const layers: { lowerdirs: string[], upperdir?: string, workdir?: string, standIn?: string } = { lowerdirs: plan.lowerdirs }
   if (plan.upperdir !== undefined) layers.upperdir = plan.upperdir
   if (plan.workdir !== undefined) layers.workdir = plan.workdir
   if (plan.emptyLower) {
     const empty = await mkdtemp(join(tmpdir(), 'ovlfs-empty-'))
     temporary.push(empty)
     layers.lowerdirs = [empty]
+    layers.standIn = empty
   }
   if (plan.scratch) {
     const scratch = await mkdtemp(join(tmpdir(), 'ovlfs-scratch-'))
@@ -140,7 +145,8 @@ export async function mountImageCommand (argv: string[], io: MountImageIO = {}):
   // that Docker can still read everything written through ovlfs (a metadata-only copy would be EPERM to it).
   const dockerUpper = plan.upperdir !== undefined && request.upper === undefined
   const options = mountOptions(layers.lowerdirs, layers.upperdir, layers.workdir) + (dockerUpper ? ',index=off,metacopy=off' : '')
-  const code = await (io.run ?? runMain)(['-o', options, resolvePath(mountpoint)])
+  const env: Record<string, string> = layers.standIn === undefined ? {} : { [STAND_IN_ENV]: layers.standIn }
+  const code = await (io.run ?? runMain)(['-o', options, resolvePath(mountpoint)], env)
   if (code !== 0) {
     for (const dir of layers.temporary) await rm(dir, { recursive: true, force: true })
   }

@@ -8,6 +8,7 @@ import { FuseMount } from '../fuse/binding'
 import { FastNames } from '../fuse/fast-names'
 import type { MountOptions } from '../fuse/options'
 import { CliError } from './errors'
+import { removeStandIn, standInOf } from './stand-in'
 import { mountIdsAt, mountIdsAtAsync, type ValidatedLayers } from './validate'
 
 /**
@@ -149,6 +150,7 @@ export async function serve (req: ServeRequest): Promise<number> {
   }
   const ours = mountIdsAt(layers.mountpoint).filter(m => m.fstype === 'fuse.ovlfs').map(m => m.id)
   const mountId = ours[ours.length - 1]
+  const standIn = standInOf(layers.lowerdirs)
   log.info({ mountpoint: layers.mountpoint, mountId }, 'mounted')
   report({ ready: true })
   if (req.daemon) fs.closeSync(STATUS_FD)
@@ -164,6 +166,7 @@ export async function serve (req: ServeRequest): Promise<number> {
         log.info({ held, answered, absent, opened, setattrs, writes, creates, unlinks }, 'fast names')
       }
       engine.close()
+      if (standIn !== undefined && !removeStandIn(standIn)) log.warn({ standIn }, 'the empty stand-in lowerdir could not be removed')
       log.info({ why, ...process.memoryUsage() }, 'unmounted')
       resolve(0)
     }

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { CliError } from '../cli/errors'
 import { layersCommand } from '../cli/layers'
 import { escapeOptionPath, mountImageCommand, mountOptions } from '../cli/mount-image'
+import { STAND_IN_ENV } from '../cli/stand-in'
 import { fixtureSet, writeFixture } from './fixture'
 import { humanSize, renderJson, renderTable, shortInstruction } from './render'
 import { resolve } from './resolve'
@@ -131,9 +132,10 @@ describe('ovlfs mount-image', () => {
   const root = fixtures('base')
   const d = (id: string): string => join(root, 'overlay2', id, 'diff')
 
-  function recorder (code = 0): { run: (args: string[]) => Promise<number>, calls: string[][] } {
+  function recorder (code = 0): { run: (args: string[], env: Record<string, string>) => Promise<number>, calls: string[][], envs: Array<Record<string, string>> } {
     const calls: string[][] = []
-    return { calls, run: async (args) => { calls.push(args); return code } }
+    const envs: Array<Record<string, string>> = []
+    return { calls, envs, run: async (args, env) => { calls.push(args); envs.push(env); return code } }
   }
 
   it('mounts an image read-only', async () => {
@@ -141,6 +143,7 @@ describe('ovlfs mount-image', () => {
     const out = capture()
     expect(await mountImageCommand(['--docker-root', root, 'nginx', '/mnt/x'], { run: rec.run, stdout: out })).toBe(0)
     expect(rec.calls).toEqual([['-o', `lowerdir=${d(C3)}:${d(C2)}:${d(C1)}`, '/mnt/x']])
+    expect(rec.envs, 'no stand-in to remove').toEqual([{}])
     expect(out.text()).toBe('')
   })
 
@@ -162,13 +165,22 @@ describe('ovlfs mount-image', () => {
     expect((await cliError(mountImageCommand(['--docker-root', root, 'nginx', '/mnt/x', '--rw', '--upper', '/u'], { run: rec.run }))).message).toBe('--upper and --work go together: give both or neither')
   })
 
-  it('a zero-layer image gets an empty directory as its only lowerdir', async () => {
+  it('a zero-layer image gets an empty directory as its only lowerdir, named to the daemon for removal after unmount', async () => {
     const rec = recorder()
     await mountImageCommand(['--docker-root', fixtures('zero-layer'), 'scratchy:1', '/mnt/x'], { run: rec.run, stdout: capture() })
     const lower = (rec.calls[0]?.[1] ?? '').replace(/^lowerdir=/, '')
     expect(lower.startsWith(join(tmpdir(), 'ovlfs-empty-'))).toBe(true)
     expect(readdirSync(lower)).toEqual([])
+    expect(rec.envs).toEqual([{ [STAND_IN_ENV]: lower }])
     rmSync(lower, { recursive: true })
+  })
+
+  it('a zero-layer image whose mount fails leaves no stand-in behind', async () => {
+    const rec = recorder(1)
+    expect(await mountImageCommand(['--docker-root', fixtures('zero-layer'), 'scratchy:1', '/mnt/x'], { run: rec.run, stdout: capture() })).toBe(1)
+    const lower = (rec.calls[0]?.[1] ?? '').replace(/^lowerdir=/, '')
+    expect(lower.startsWith(join(tmpdir(), 'ovlfs-empty-'))).toBe(true)
+    expect(existsSync(lower)).toBe(false)
   })
 
   it('a container mounts with its own upper and work dirs, as Docker mounts them (index=off, metacopy=off)', async () => {
