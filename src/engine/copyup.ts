@@ -162,7 +162,7 @@ export class CopyUp {
       await keepingTimes(realPath(this.upper, splitPath(node.path)[0]), async () => {
         const tmp = this.work.temp()
         try {
-          await copyData(hitPath(data), tmp, 0o600)
+          await copyData(hitPath(data), tmp, 0o600, this.sync)
           await fsp.lchown(tmp, Number(st.uid), Number(st.gid))
           await fsp.chmod(tmp, Number(st.mode & 0o7777n))
           // Everything but the marker and a redirect to the data (which only a metadata-only copy follows).
@@ -197,7 +197,7 @@ export class CopyUp {
     if (st.isDirectory()) {
       await fsp.mkdir(tmp, { mode: 0o700 })
     } else if (st.isFile()) {
-      if (opts.data) await copyData(src, tmp, 0o600)
+      if (opts.data) await copyData(src, tmp, 0o600, this.sync)
       else await (await fsp.open(tmp, 'wx', 0o600)).close()
     } else if (st.isSymbolicLink()) {
       await fsp.symlink(await fsp.readlink(src), tmp)

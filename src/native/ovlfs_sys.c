@@ -106,6 +106,14 @@ static void read_sized(req_t *r, int list) {
   seterr(r, list ? "llistxattr" : "lgetxattr");
 }
 
+/* copyData's flags (its optional 4th argument). COPY_WRITEBACK: the copy is
+ * to be fsynced next, so start writing each chunk back to the disk as soon
+ * as it is copied (sync_file_range SYNC_FILE_RANGE_WRITE, which does not
+ * wait) instead of leaving all of it to the fsync: the disk writes while the
+ * copy goes on, and the fsync waits only for the last chunk. */
+#define COPY_WRITEBACK 1
+#define WRITEBACK_CHUNK ((off_t)8 << 20)
+
 /* Copy [off, end) from in to out at the same offsets. *use_rw steps down
  * for good when a way is refused: 0 copy_file_range (same file system), 1
  * sendfile (in the kernel across file systems, as the kernel's overlayfs
@@ -113,8 +121,9 @@ static void read_sized(req_t *r, int list) {
 static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
                       int *use_rw, char **rwbuf) {
   enum { RWSIZE = 1 << 20 };
+  const off_t most = (r->n2 & COPY_WRITEBACK) ? WRITEBACK_CHUNK : (off_t)1 << 30;
   while (off < end) {
-    size_t want = (size_t)(end - off > (off_t)1 << 30 ? (off_t)1 << 30 : end - off);
+    size_t want = (size_t)(end - off > most ? most : end - off);
     ssize_t n;
     if (*use_rw == 0) {
       loff_t ioff = off, ooff = off;
@@ -154,6 +163,8 @@ static int copy_range(req_t *r, int in, int out, off_t off, off_t end,
       }
     }
     if (n == 0) break; /* source shrank under us: stop at its EOF */
+    /* Only a hint: an error here (EIO included) is the fsync's to report. */
+    if (r->n2 & COPY_WRITEBACK) (void)sync_file_range(out, off, n, SYNC_FILE_RANGE_WRITE);
     off += n;
     r->result += n;
   }
@@ -540,6 +551,9 @@ static napi_value dispatch(napi_env env, napi_callback_info info) {
     if (get_bytes(env, argv[1], "path must be a string or Buffer without null bytes",
                   &r->path2, NULL, 0) < 0 ||
         get_i64(env, argv[2], "flags/mode must be a number", &r->n1) < 0)
+      goto fail;
+    if (r->op == OP_COPYDATA && argc > 3 &&
+        get_i64(env, argv[3], "flags must be a number", &r->n2) < 0)
       goto fail;
     break;
   case OP_UTIMENSAT:

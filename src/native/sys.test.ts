@@ -399,6 +399,23 @@ describe('copyData', () => {
     }
   })
 
+  it('a copy to be fsynced (writeback started per 8 MiB chunk) has the same bytes, within and across file systems', async () => {
+    // 20 MiB + 3 bytes: two full chunks and a partial one, so every chunk boundary is crossed.
+    const content = Buffer.alloc(20 * MiB + 3)
+    for (let i = 0; i < content.length; i++) content[i] = (i * 2654435761) >>> 24
+    const shm = fs.mkdtempSync('/dev/shm/ovlfs-copy-')
+    try {
+      for (const src of [file('synced', content), path.join(shm, 'synced')]) {
+        if (!fs.existsSync(src)) fs.writeFileSync(src, content)
+        const dst = tmp(`synced-copy-${path.basename(path.dirname(src))}`)
+        expect(await copyData(src, dst, 0o600, true)).toBe(content.length)
+        expect(fs.readFileSync(dst).equals(content), `copy of ${src}`).toBe(true)
+      }
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true })
+    }
+  })
+
   it('applies the mode exactly, regardless of umask', async () => {
     const src = file('m', 'x')
     const dst = tmp('m-copy')

@@ -33,7 +33,7 @@ interface Addon {
   renameat2(oldPath: PathLike, newPath: PathLike, flags: number): Promise<void>
   utimensat(p: PathLike, aSec: number, aNsec: number, mSec: number, mNsec: number, nofollow: number): Promise<void>
   futimens(fd: number, aSec: number, aNsec: number, mSec: number, mNsec: number): Promise<void>
-  copyData(src: PathLike, dst: PathLike, mode: number): Promise<number>
+  copyData(src: PathLike, dst: PathLike, mode: number, flags: number): Promise<number>
   fsyncPath(p: PathLike): Promise<void>
   statfs(p: PathLike): Promise<StatFs>
   readdirIno(p: PathLike): Promise<Buffer>
@@ -234,15 +234,21 @@ export function futimens(fd: number, atime: Timespec, mtime: Timespec): Promise<
   return run(undefined, undefined, (a) => a.futimens(fd, atime.sec, atime.nsec, mtime.sec, mtime.nsec))
 }
 
+/** copyData's flag: start writeback of each chunk as it is copied (ovlfs_sys.c). */
+const COPY_WRITEBACK = 1
+
 /**
  * Create `dst` (O_CREAT|O_EXCL, exactly `mode`, umask not applied) with the
  * contents of regular file `src`: reflink when the filesystem can, else a
- * hole-preserving copy (SEEK_DATA/SEEK_HOLE + copy_file_range, pread/pwrite
- * fallback). No fsync. On error `dst` is removed. Resolves to the bytes of
- * data copied (the file size when reflinked).
+ * hole-preserving copy (SEEK_DATA/SEEK_HOLE + copy_file_range, sendfile,
+ * pread/pwrite fallback). No fsync. With `toBeSynced`, each 8 MiB copied is
+ * handed to the disk at once (sync_file_range SYNC_FILE_RANGE_WRITE, no
+ * wait), so the caller's fsync overlaps the copy instead of following it.
+ * On error `dst` is removed. Resolves to the bytes of data copied (the file
+ * size when reflinked).
  */
-export function copyData(src: PathLike, dst: PathLike, mode: number): Promise<number> {
-  return run(src, dst, (a) => a.copyData(src, dst, mode))
+export function copyData(src: PathLike, dst: PathLike, mode: number, toBeSynced = false): Promise<number> {
+  return run(src, dst, (a) => a.copyData(src, dst, mode, toBeSynced ? COPY_WRITEBACK : 0))
 }
 
 /** open(O_RDONLY) + fsync + close; works on directories. */
