@@ -8,14 +8,12 @@
 // before (so ovlfs's listings are cached) and after each step, and the listings (names and
 // d_type; on each side a non-directory's d_ino must be its st_ino, so a copy-up cannot leave a
 // stale one behind) must agree.
-// ovlfs uses the cache on read-only mounts only (on a writable one a listing read across a
-// concurrent change could repeat a name: src/cli/mount.ts cacheDirs), so the first case checks the
-// listings stay right through the mount either way; the second proves the cache is in use on a
-// read-only mount (repeated listings reach the daemon's readdir once) and not on a writable one.
-// The third reads a listing across changes made through the mount, listing the directory again
-// halfway: every name that stays must be listed exactly once, as on the kernel's overlayfs (with
-// the kernel's cache on a writable mount, libfuse 2's offsets skipped hundreds of names here).
-import { spawnSync } from 'node:child_process'
+// The second case proves the cache is in use, on read-only and writable mounts alike (repeated
+// listings reach the daemon's readdir once). The third reads a listing across changes, with the
+// kernel's cache dropped and refilled halfway: every name that stays must be listed exactly once
+// (libfuse 2's own offsets, byte positions in a fresh snapshot, skipped hundreds; ovlfs's are
+// stable cookies made from the names, patch item 27).
+import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -150,7 +148,7 @@ describe('directory listings cached by the kernel', () => {
     } finally { removeTree(base) }
   })
 
-  it('are served from the cache on a read-only mount (repeated listings reach the daemon once); not on a writable one', async () => {
+  it('are served from the cache, read-only or writable (repeated listings reach the daemon once)', async () => {
     const root = tempDir('ovlfs-rdc-')
     const { lowers, upper } = buildLayers(root, {
       lowers: [{ l: dir(), 'l/a': file('a'), m: dir(), 'm/a': file('a') }],
@@ -161,16 +159,16 @@ describe('directory listings cached by the kernel', () => {
     try {
       // Read-only (the would-be upper as the top lower layer): nothing can change, the kernel keeps the listings.
       expect(await countReaddirs(root, 'ro', `lowerdir=${upper}:${lowers.join(':')}`)).toEqual({ '/l': 1, '/m': 1, '/u': 1 })
-      // Writable: no listing cache (a listing read across a concurrent change could repeat a name; see src/cli/mount.ts).
-      expect(await countReaddirs(root, 'rw', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`)).toEqual({ '/l': 3, '/m': 3, '/u': 3 })
+      // Writable: cached too, until a change (stable offsets, patch item 27; see src/cli/mount.ts).
+      expect(await countReaddirs(root, 'rw', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`)).toEqual({ '/l': 1, '/m': 1, '/u': 1 })
     } finally { removeTree(root) }
   })
 })
 
 /**
  * A listing that goes on across changes (perl: read part of a directory, change it through the
- * mount, list it again from the start in between (where the kernel caches listings, that drops
- * and refills its cache), then read the rest): prints every name the first listing returned.
+ * mount, list it again from the start in between, which makes the kernel drop and refill its
+ * cached listing, then read the rest): prints every name the first listing returned.
  */
 const RESUMER = `
 use strict;
@@ -190,7 +188,7 @@ print "$_\n" for @seen;
 `
 
 describe('a listing read across changes', () => {
-  it('shows every name that stays exactly once, as the kernel\'s overlayfs does', async () => {
+  it('shows every name that stays exactly once (stable offsets, patch item 27), as the kernel\'s overlayfs does', async () => {
     const base = tempDir('ovlfs-rdc-resume-')
     const names = Array.from({ length: 3000 }, (_v, i) => `f${String(i).padStart(4, '0')}-${'x'.repeat(20)}`)
     buildLayers(base, { lowers: [{ big: dir(), ...Object.fromEntries(names.map(n => [`big/${n}`, file('')])) }], upper: { big: dir() } })
@@ -212,6 +210,72 @@ describe('a listing read across changes', () => {
             ...names.filter(n => !gone.has(n) && !count.has(n)).map(n => `${side}: ${n} (never changed) not listed`),
           ]
           expect(problems.slice(0, 10), `${problems.length} problems`).toEqual([])
+        }
+      }, { kernel: KERNEL_FULL_OPTS, fuse: '' })
+    } finally { removeTree(base) }
+  })
+})
+
+/**
+ * One process of the test below (node -e): a writer that creates, renames and unlinks its own
+ * names in DIR (and unlinks and recreates a lower one) and lists DIR after each change, printing
+ * each listing that does not show its change; or a reader that lists DIR over and over, a third of
+ * the time stopping partway (a listing cached by the kernel is filled by whoever reads it).
+ */
+const CHANGER = `
+const fs = require('fs'), path = require('path')
+const [role, dir, id, ms] = process.argv.slice(1)
+const end = Date.now() + Number(ms)
+const stale = []
+let n = 0
+const check = (what, want, gone) => {
+  const l = fs.readdirSync(dir)
+  if (want !== null && !l.includes(want)) stale.push(what + ': ' + want + ' not listed')
+  if (gone !== null && l.includes(gone)) stale.push(what + ': ' + gone + ' still listed')
+}
+while (Date.now() < end) {
+  n++
+  if (role === 'writer') {
+    const a = 'w' + id + '-a', b = 'w' + id + '-b', low = 'low' + id
+    fs.writeFileSync(path.join(dir, a), 'x'); check('create', a, null)
+    fs.renameSync(path.join(dir, a), path.join(dir, b)); check('rename', b, a)
+    fs.unlinkSync(path.join(dir, b)); check('unlink', null, b)
+    fs.unlinkSync(path.join(dir, low)); check('unlink of a lower name', null, low)
+    fs.writeFileSync(path.join(dir, low), 'y'); check('create again', low, null)
+  } else if (n % 3 === 0) {
+    const d = fs.opendirSync(dir, { bufferSize: 32 })
+    for (let k = 0; k < (n % 7) * 40 && d.readSync() !== null; k++);
+    d.closeSync()
+  } else {
+    fs.readdirSync(dir)
+  }
+}
+console.log(JSON.stringify({ role, id, n, stale: stale.slice(0, 5), staleCount: stale.length }))
+`
+
+describe('a process changing a directory while others list it', () => {
+  it('sees its own change in its next listing (the kernel\'s listing cache holds one snapshot), as on the kernel\'s overlayfs', async () => {
+    const base = tempDir('ovlfs-rdc-own-')
+    // Large enough that one listing takes several READDIRs (and a reader stopping partway leaves part of it cached).
+    const names = Array.from({ length: 3000 }, (_v, i) => `lname-${i}`)
+    const lowers = Object.fromEntries([...names, 'low0', 'low1', 'low2', 'low3'].map(n => [`shared/${n}`, file('l')]))
+    buildLayers(base, { lowers: [{ shared: dir(), ...lowers }], upper: {} })
+    try {
+      await withBoth(base, 1, async (s) => {
+        for (const [side, mnt] of [['kernel', s.kernel.mnt], ['ovlfs', s.fuse.mnt]] as const) {
+          const shared = path.join(mnt, 'shared')
+          const roles = [...[0, 1, 2, 3].map(i => ['writer', String(i)]), ...[0, 1, 2].map(i => ['reader', String(i)])]
+          const results = await Promise.all(roles.map(async ([role, id]) => await new Promise<string>((resolve) => {
+            const child = spawn(process.execPath, ['-e', CHANGER, role as string, shared, id as string, '8000'], { stdio: ['ignore', 'pipe', 'pipe'] })
+            let out = ''
+            child.stdout.on('data', (b: Buffer) => { out += b.toString() })
+            child.stderr.on('data', (b: Buffer) => { out += b.toString() })
+            child.on('exit', (code) => resolve(code === 0 ? out : `${role} ${id} exited with ${code}: ${out}`))
+          })))
+          const parsed = results.map(r => { try { return JSON.parse(r) as { role: string, n: number, stale: string[], staleCount: number } } catch { throw new Error(`${side}: ${r}`) } })
+          for (const r of parsed) expect(r.n, `${side}: ${r.role} made no progress`).toBeGreaterThan(5)
+          const stale = parsed.flatMap(r => r.stale.map(l => `${side} ${r.role}: ${l}`))
+          expect(stale, `${side}: ${parsed.reduce((a, r) => a + r.staleCount, 0)} stale listings`).toEqual([])
         }
       }, { kernel: KERNEL_FULL_OPTS, fuse: '' })
     } finally { removeTree(base) }

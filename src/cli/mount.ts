@@ -139,9 +139,9 @@ export async function serve (req: ServeRequest): Promise<number> {
     const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: timeout }, fastNames)
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
-      cacheDirs: cacheDirs(options, layers.upperdir !== undefined && !options.readOnly),
+      cacheDirs: cacheDirs(options),
     })
-    engine.onAttrsChanged = (ino) => { fuse.invalidateIno(ino) }
+    engine.onAttrsChanged = (ino, listing) => { fuse.invalidateIno(ino, listing === true) }
     await fuse.mount()
   } catch (err) {
     const message = err instanceof CliError ? err.message : `mount failed: ${(err as Error).message}`
@@ -202,18 +202,20 @@ function lowerTimeout (options: MountOptions): number {
 }
 
 /**
- * Whether the kernel caches directory listings (patch item 16): only on a
- * mount nothing can change (no upper layer, or `ro`). On a writable mount a
- * listing read while another process changes the directory can show an
- * unchanged name twice: the kernel serves the first part from its cache,
- * then, the cache being stale, asks the daemon to go on from its position,
- * and libfuse 2's path API answers from a fresh snapshot whose positions
- * have shifted (found by scripts/stress.js; libfuse 2 offsets are indexes
- * into its per-open snapshot, not stable cookies). Off, like the per-object
- * timeouts, when the user sets the kernel's cache timeouts explicitly.
+ * Whether the kernel caches directory listings (patch item 16), writable
+ * mounts included: the kernel drops a directory's cached listing when it
+ * changes through the mount, and the engine when a copy-up goes into it
+ * (onAttrsChanged). A listing read while another process changes the
+ * directory is served partly from the cache, then, the cache being stale,
+ * from the daemon at the position reached; the binding's offsets are stable
+ * cookies made from the names (patch item 27), so that continues where it
+ * left off (libfuse 2's own offsets, byte positions in a fresh snapshot,
+ * showed unchanged names twice: scripts/stress.js, seed 1). Off, like the
+ * per-object timeouts, when the user sets the kernel's cache timeouts
+ * explicitly.
  */
-function cacheDirs (options: MountOptions, writable: boolean): boolean {
-  return lowerTimeout(options) > 0 && !writable
+function cacheDirs (options: MountOptions): boolean {
+  return lowerTimeout(options) > 0
 }
 
 /**

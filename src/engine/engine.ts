@@ -124,9 +124,12 @@ export class Engine {
   /**
    * Called with the merged st_ino of an object whose attributes changed
    * maybe without the kernel seeing it (a copy-up of it or into it); the FUSE
-   * layer makes the kernel drop its cached attributes.
+   * layer makes the kernel drop its cached attributes, and with `listing`
+   * (the directory a copy-up went into, whose listing the kernel may hold:
+   * a copy-up that cannot keep the child's st_ino changes its d_ino there)
+   * its cached listing too.
    */
-  onAttrsChanged: (ino: number) => void = () => {}
+  onAttrsChanged: (ino: number, listing?: boolean) => void = () => {}
   /** The work dir's shared whiteout changed (made, or given up: undefined); fast-names.ts hands it to the addon (patch item 26). */
   onSharedWhiteout: (path: string | undefined) => void = () => {}
 
@@ -152,7 +155,7 @@ export class Engine {
         // The object copied up changed (ctime; nlink of a merged directory or of the source of a link)
         // and so did the directory it was linked into (size, ctime), maybe without an operation on their names.
         this.onAttrsChanged(before.ino)
-        if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino)
+        if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino, true)
         if (upperReal !== undefined) await this.handles.moveToUpper(p, upperReal)
         // A kept hard link: the other names' read-only handles are the same file (hardlinks.ts).
         if (upperReal !== undefined && before.fh !== undefined) await this.handles.moveInoToUpper(before.ino, upperReal)

@@ -357,13 +357,14 @@ export class FuseMount {
   }
 
   /**
-   * Make the kernel drop its cached attributes of the directory whose st_ino
-   * is `ino` (one a getattr reply marked invalidatable). 0, or a negative
-   * errno (-2: the kernel caches nothing for it).
+   * Make the kernel drop its cached attributes of the object whose st_ino
+   * is `ino` (one a getattr reply marked invalidatable), and with `listing`
+   * the directory's cached listing too. 0, or a negative errno (-2: the
+   * kernel caches nothing for it).
    */
-  invalidateIno(ino: number): number {
+  invalidateIno(ino: number, listing = false): number {
     if (this.ended) return -2;
-    return this.fuse.invalidateIno(ino);
+    return this.fuse.invalidateIno(ino, listing);
   }
 
   /** Fast names (patch item 17, fast-names.ts): forget them all; the new generation. */

@@ -36,8 +36,8 @@ declare module 'fuse-native' {
     _fuseOptions(): string
     /** patched: caller of the request being dispatched, null outside a handler. */
     context(): Fuse.RawContext | null
-    /** patched: drop the kernel's cached attributes of the directory with this st_ino; 0 or -errno. */
-    invalidateIno(ino: number): number
+    /** patched: drop the kernel's cached attributes of the object with this st_ino (with pages, its page cache: a directory's listing); 0 or -errno. */
+    invalidateIno(ino: number, pages?: boolean): number
     /** patched (item 17): fast names. Forget them all; the new generation. */
     fastClear(): number
     /** patched (item 21): apply changes name by name; the new generation. */
