@@ -207,12 +207,15 @@ function lowerTimeout (options: MountOptions): number {
  * changes through the mount, and the engine when a copy-up goes into it
  * (onAttrsChanged). A listing read while another process changes the
  * directory is served partly from the cache, then, the cache being stale,
- * from the daemon at the position reached; the binding's offsets are stable
- * cookies made from the names (patch item 27), so that continues where it
- * left off (libfuse 2's own offsets, byte positions in a fresh snapshot,
- * showed unchanged names twice: scripts/stress.js, seed 1). Off, like the
- * per-object timeouts, when the user sets the kernel's cache timeouts
- * explicitly.
+ * from the daemon at the position reached; the binding's offsets carry a
+ * stable position made from each name (patch item 27), so that continues
+ * where it left off (libfuse 2's own offsets, byte positions in a fresh
+ * snapshot, showed unchanged names twice: scripts/stress.js, seed 1), and
+ * the id of the snapshot they come from, so that the kernel's cache never
+ * joins listings made before and after a change (without it a process
+ * listed a name right after unlinking it: native-tests/readdir-cache).
+ * Off, like the per-object timeouts, when the user sets the kernel's cache
+ * timeouts explicitly.
  */
 function cacheDirs (options: MountOptions): boolean {
   return lowerTimeout(options) > 0
