@@ -217,6 +217,42 @@ describe('a listing read across changes', () => {
 })
 
 /**
+ * perl: read a directory to its end noting telldir before each name, seekdir back to the middle,
+ * read on; prints the names read the second time.
+ */
+const SEEKER = `
+opendir(my $d, $ARGV[0]) or die "opendir: $!";
+my (@names, @pos);
+while (1) { my $p = telldir($d); my $n = readdir($d); last unless defined $n; push @names, $n; push @pos, $p; }
+my $mid = int(@names / 2);
+seekdir($d, $pos[$mid]);
+while (defined(my $n = readdir($d))) { print "$n\n"; }
+print STDERR scalar(@names), " $mid\n";
+`
+
+describe('seekdir into a listing after its end', () => {
+  for (const [mode, fuse] of [['cached', ''], ['not cached (attr_timeout set)', 'attr_timeout=1']] as const) {
+    it(`goes on from there, as on the kernel's overlayfs: ${mode}`, async () => {
+      const base = tempDir('ovlfs-rdc-seek-')
+      const names = Array.from({ length: 600 }, (_v, i) => `s${i}`)
+      buildLayers(base, { lowers: [{ d: dir(), ...Object.fromEntries(names.map(n => [`d/${n}`, file('')])) }], upper: { d: dir(), 'd/up': file('') } })
+      try {
+        await withBoth(base, 1, (s) => {
+          for (const [side, mnt] of [['kernel', s.kernel.mnt], ['ovlfs', s.fuse.mnt]] as const) {
+            const r = spawnSync('perl', ['-e', SEEKER, path.join(mnt, 'd')], { encoding: 'utf8' })
+            expect(r.status, `${side}: ${r.stderr}`).toBe(0)
+            const [total, mid] = r.stderr.trim().split(' ').map(Number)
+            expect(total, side).toBe(names.length + 3) // and up, ., ..
+            const again = r.stdout.split('\n').filter(Boolean)
+            expect(again.length, `${side}: names after seekdir to #${mid} of ${total}`).toBe((total as number) - (mid as number))
+          }
+        }, { kernel: KERNEL_FULL_OPTS, fuse })
+      } finally { removeTree(base) }
+    })
+  }
+})
+
+/**
  * One process of the test below (node -e): a writer that creates, renames and unlinks its own
  * names in DIR (and unlinks and recreates a lower one) and lists DIR after each change, printing
  * each listing that does not show its change; or a reader that lists DIR over and over, a third of
