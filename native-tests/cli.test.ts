@@ -356,9 +356,9 @@ describe('process lifetime', () => {
     const tmp = path.join(fx.root, 'tmp') // the stand-in is made under $TMPDIR: a private one, so only ours is seen
     fs.mkdirSync(tmp)
     const { r, daemon } = await mountDaemon(['mount-image', '--docker-root', docker, 'scratchy:1', fx.mnt], fx.mnt, { env: { ...process.env, TMPDIR: tmp } })
-    const made1 = fs.readdirSync(tmp)
-    expect(made1.length, `one stand-in in ${tmp}: ${made1.join(' ')}`).toBe(1)
-    expect(made1[0]).toMatch(/^ovlfs-empty-/)
+    const inTmp = fs.readdirSync(tmp)
+    expect(inTmp.length, `one stand-in in ${tmp}: ${inTmp.join(' ')}`).toBe(1)
+    expect(inTmp[0]).toMatch(/^ovlfs-empty-/)
     expect(fs.readdirSync(fx.mnt)).toEqual([])
     umount()
     await expectDaemonExits0(r, daemon)

@@ -11,8 +11,11 @@
 // The second case proves the cache is in use, on read-only and writable mounts alike (repeated
 // listings reach the daemon's readdir once). The third reads a listing across changes, with the
 // kernel's cache dropped and refilled halfway: every name that stays must be listed exactly once
-// (libfuse 2's own offsets, byte positions in a fresh snapshot, skipped hundreds; ovlfs's are
-// stable cookies made from the names, patch item 27).
+// (libfuse 2's own offsets, byte positions in a fresh snapshot, skipped hundreds; ovlfs's carry a
+// stable position made from each name, patch item 27). The fourth seeks back into a listing read
+// to its end. The fifth has processes change a directory and list it after each change while
+// others list it: each must see its own change at once (the snapshot id in ovlfs's offsets keeps
+// the kernel's cache to one snapshot; without it, hundreds of stale listings a minute).
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
