@@ -1,13 +1,15 @@
 // The daemon serves each request without blocking the others: a long copy-up
 // must not stall lookups, listings and reads of other files; writers and
 // readers of one file see each other's data; a 100,000-entry merged directory
-// lists completely. Mounts go through the CLI in a child process (fuse-native
+// lists completely; a rename waiting for a busy name and a rename of a
+// directory above it are both answered (libfuse 2's path locks deadlocked
+// there: patch item 28). Mounts go through the CLI in a child process (fuse-native
 // must never be touched synchronously from the process that serves it).
 import { spawn, execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { mountFuse, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
+import { mountForeground, mountFuse, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 
 const roots: string[] = []
 
@@ -62,6 +64,49 @@ describe('concurrency', () => {
     expect(fs.statSync(path.join(o.mnt, 'big')).size).toBe(768 * 1024 * 1024 + 'appended\n'.length)
     expect(fs.statSync(path.join(o.upper, 'big')).size).toBe(768 * 1024 * 1024 + 'appended\n'.length)
     await unmount(o.mnt)
+  }, 180_000)
+
+  it('a rename waiting for a busy name and a rename of a directory above it are both answered', async () => {
+    // libfuse 2.9's path locks (libfuse issue #695): R1, mv a/x/f a/y/g, waits while a copy-up
+    // of a/y/g holds that path; once another request ends, libfuse lets R1 (first in its queue)
+    // keep the path it could lock, a/x/f, which read-locks a. R2, mv a b, then marks a "writer
+    // waiting", so R1 can never lock a/y/g and R2 never gets a: both hung, until patch item 28
+    // ordered RENAME, LINK, UNLINK and RMDIR before libfuse.
+    const o = freshOverlay(1)
+    const l = o.lowers[0]!
+    for (const d of ['a', 'a/x', 'a/y']) fs.mkdirSync(path.join(l, d))
+    fs.writeFileSync(path.join(l, 'a/x/f'), 'f\n')
+    // 1 GiB of real data: the copy-up must still be running when R2 is made (checked below).
+    execFileSync('dd', ['if=/dev/urandom', `of=${path.join(l, 'a/y/g')}`, 'bs=1M', 'count=1024', 'status=none'])
+    execFileSync('sync')
+    const daemon = await mountForeground(o.mnt, `lowerdir=${l},upperdir=${o.upper},workdir=${o.work}`,
+      path.join(path.dirname(o.mnt), 'daemon.log'), ['--log-level=warn'])
+    const m = (p: string): string => `'${path.join(o.mnt, p)}'`
+    try {
+      execFileSync('ls', ['-l', path.join(o.mnt, 'a/x'), path.join(o.mnt, 'a/y')], { stdio: 'ignore' })
+      let copyUpDone = false
+      const copyUp = runAt(`echo appended >> ${m('a/y/g')}`).then((r) => { copyUpDone = true; return r })
+      await new Promise(r => setTimeout(r, 150))
+      const r1 = runAt(`mv ${m('a/x/f')} ${m('a/y/g')}`)
+      await new Promise(r => setTimeout(r, 150))
+      await runAt(`stat ${m('a/nothing')} 2>/dev/null; true`) // a request ends: libfuse wakes its queue
+      const r2 = runAt(`mv ${m('a')} ${m('b')}`)
+      await new Promise(r => setTimeout(r, 150))
+      expect(copyUpDone, 'the copy-up ended before R2 was made: the test did not set up the race').toBe(false)
+      const all = await Promise.race([
+        Promise.all([copyUp, r1, r2]),
+        new Promise<'hung'>(resolve => setTimeout(() => resolve('hung'), 60_000)),
+      ])
+      if (all === 'hung') daemon.kill() // aborts the connection, so the stuck mv's end
+      expect(all, 'R1 and R2 were never answered').not.toBe('hung')
+      if (all === 'hung') return
+      expect(all.map(r => r.code)).toEqual([0, 0, 0])
+      expect(fs.existsSync(path.join(o.mnt, 'a'))).toBe(false)
+      expect(fs.readdirSync(path.join(o.mnt, 'b/x'))).toEqual([])
+      expect(fs.readFileSync(path.join(o.mnt, 'b/y/g'), 'utf8')).toBe('f\n')
+    } finally {
+      await daemon.stop()
+    }
   }, 180_000)
 
   it('a writer and a reader of one file see each other through the mount', async () => {
