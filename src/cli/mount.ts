@@ -28,9 +28,10 @@ export const MAX_LISTING_ENTRIES = 300_000
  * generation that grows by 10 % before a full collection instead of V8's
  * default factor (up to 2x): a cold find over the benchmark's tree left 14 MiB
  * live but a 56 MiB heap, 30 MiB with this; the walk's time did not change
- * measurably (2.5-3.3 s either way, 3 runs each).
+ * measurably (2.5-3.3 s either way, 3 runs each). The `ovlfs` command's
+ * shebang (main.ts) gives the same flags to `ovlfs -f`, which serves in its own process.
  */
-const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=10']
+export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=10']
 
 /**
  * The daemon's environment, under what the user's own environment sets: 16
