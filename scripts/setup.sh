@@ -19,7 +19,7 @@
 #      options such as `dev`/`suid` of its own) with a sanitized
 #      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin.
 #   3. That finds /usr/local/bin/ovlfs (or /usr/sbin/ovlfs), which this script links to the
-#      repository's dist/cli/main.js; its `#!/usr/bin/env node` shebang finds /usr/bin/node.
+#      repository's dist/cli/main.js; its `#!/usr/bin/env -S node ...` shebang finds /usr/bin/node.
 #   4. ovlfs returns once the mount is live, so mount(8) returns then too.
 set -euo pipefail
 
