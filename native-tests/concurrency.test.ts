@@ -71,41 +71,55 @@ describe('concurrency', () => {
     // of a/y/g holds that path; once another request ends, libfuse lets R1 (first in its queue)
     // keep the path it could lock, a/x/f, which read-locks a. R2, mv a b, then marks a "writer
     // waiting", so R1 can never lock a/y/g and R2 never gets a: both hung, until patch item 28
-    // ordered RENAME, LINK, UNLINK and RMDIR before libfuse.
+    // ordered RENAME, LINK, UNLINK and RMDIR before libfuse. The lower layer is a FUSE file
+    // system of the test's own (harness/eio-fs.js, gate mode) whose reads of a/y/g wait until it
+    // gets SIGUSR2, so the copy-up stays under way for as long as the test needs.
     const o = freshOverlay(1)
-    const l = o.lowers[0]!
-    for (const d of ['a', 'a/x', 'a/y']) fs.mkdirSync(path.join(l, d))
-    fs.writeFileSync(path.join(l, 'a/x/f'), 'f\n')
-    // 1 GiB of real data: the copy-up must still be running when R2 is made (checked below).
-    execFileSync('dd', ['if=/dev/urandom', `of=${path.join(l, 'a/y/g')}`, 'bs=1M', 'count=1024', 'status=none'])
-    execFileSync('sync')
-    const daemon = await mountForeground(o.mnt, `lowerdir=${l},upperdir=${o.upper},workdir=${o.work}`,
-      path.join(path.dirname(o.mnt), 'daemon.log'), ['--log-level=warn'])
-    const m = (p: string): string => `'${path.join(o.mnt, p)}'`
+    const gateMnt = o.lowers[0]!
+    const server = spawn(process.execPath, [path.join(__dirname, 'harness', 'eio-fs.js'), gateMnt, 'gate'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let serverErr = ''
+    server.stderr.setEncoding('utf8').on('data', (d: string) => { serverErr += d })
+    const serverGone = new Promise<void>(resolve => server.once('exit', () => resolve()))
+    const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
     try {
-      execFileSync('ls', ['-l', path.join(o.mnt, 'a/x'), path.join(o.mnt, 'a/y')], { stdio: 'ignore' })
-      let copyUpDone = false
-      const copyUp = runAt(`echo appended >> ${m('a/y/g')}`).then((r) => { copyUpDone = true; return r })
-      await new Promise(r => setTimeout(r, 150))
-      const r1 = runAt(`mv ${m('a/x/f')} ${m('a/y/g')}`)
-      await new Promise(r => setTimeout(r, 150))
-      await runAt(`stat ${m('a/nothing')} 2>/dev/null; true`) // a request ends: libfuse wakes its queue
-      const r2 = runAt(`mv ${m('a')} ${m('b')}`)
-      await new Promise(r => setTimeout(r, 150))
-      expect(copyUpDone, 'the copy-up ended before R2 was made: the test did not set up the race').toBe(false)
-      const all = await Promise.race([
-        Promise.all([copyUp, r1, r2]),
-        new Promise<'hung'>(resolve => setTimeout(() => resolve('hung'), 60_000)),
-      ])
-      if (all === 'hung') daemon.kill() // aborts the connection, so the stuck mv's end
-      expect(all, 'R1 and R2 were never answered').not.toBe('hung')
-      if (all === 'hung') return
-      expect(all.map(r => r.code)).toEqual([0, 0, 0])
-      expect(fs.existsSync(path.join(o.mnt, 'a'))).toBe(false)
-      expect(fs.readdirSync(path.join(o.mnt, 'b/x'))).toEqual([])
-      expect(fs.readFileSync(path.join(o.mnt, 'b/y/g'), 'utf8')).toBe('f\n')
+      await new Promise<void>((resolve, reject) => {
+        server.stdout.once('data', () => resolve())
+        server.once('exit', (code) => reject(new Error(`eio-fs exited with ${String(code)}: ${serverErr}`)))
+      })
+      const daemon = await mountForeground(o.mnt, `lowerdir=${gateMnt},upperdir=${o.upper},workdir=${o.work}`,
+        path.join(path.dirname(o.mnt), 'daemon.log'), ['--log-level=warn'])
+      const m = (p: string): string => `'${path.join(o.mnt, p)}'`
+      try {
+        execFileSync('ls', ['-l', path.join(o.mnt, 'a/x'), path.join(o.mnt, 'a/y')], { stdio: 'ignore' })
+        const ended: string[] = []
+        const track = (name: string, p: Promise<{ end: number, code: number | null }>) => p.then((r) => { ended.push(name); return r })
+        const copyUp = track('copy-up', runAt(`echo appended >> ${m('a/y/g')}`)) // waits at the gate
+        await sleep(300)
+        const r1 = track('R1', runAt(`mv ${m('a/x/f')} ${m('a/y/g')}`))
+        await sleep(300)
+        await runAt(`stat ${m('a/nothing')} 2>/dev/null; true`) // a request ends: libfuse wakes its queue
+        const r2 = track('R2', runAt(`mv ${m('a')} ${m('b')}`))
+        await sleep(300)
+        expect(ended, 'the copy-up and R1 wait for the gate, R2 for R1').toEqual([])
+        server.kill('SIGUSR2') // the copy-up's reads go on
+        const all = await Promise.race([
+          Promise.all([copyUp, r1, r2]),
+          sleep(60_000).then(() => 'hung' as const),
+        ])
+        if (all === 'hung') daemon.kill() // aborts the connection, so the stuck mv's end
+        expect(all, `never answered: ${['copy-up', 'R1', 'R2'].filter(n => !ended.includes(n)).join(', ')}`).not.toBe('hung')
+        if (all === 'hung') return
+        expect(all.map(r => r.code)).toEqual([0, 0, 0])
+        expect(fs.existsSync(path.join(o.mnt, 'a'))).toBe(false)
+        expect(fs.readdirSync(path.join(o.mnt, 'b/x'))).toEqual([])
+        expect(fs.readFileSync(path.join(o.mnt, 'b/y/g'), 'utf8')).toBe('f\n')
+      } finally {
+        await daemon.stop()
+      }
     } finally {
-      await daemon.stop()
+      server.kill('SIGTERM')
+      await Promise.race([serverGone, sleep(10_000)])
+      if (fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${gateMnt} `)) await unmount(gateMnt)
     }
   }, 180_000)
 
