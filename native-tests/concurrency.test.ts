@@ -9,6 +9,8 @@ import { spawn, execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { sleep } from './harness/daemon'
+import { startEioFs } from './harness/eio-fs-server'
 import { mountForeground, mountFuse, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 
 const roots: string[] = []
@@ -79,16 +81,8 @@ describe('concurrency', () => {
     // gets SIGUSR2, so the copy-up stays under way for as long as the test needs.
     const o = freshOverlay(1)
     const gateMnt = o.lowers[0]!
-    const server = spawn(process.execPath, [path.join(__dirname, 'harness', 'eio-fs.js'), gateMnt, 'gate'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let serverErr = ''
-    server.stderr.setEncoding('utf8').on('data', (d: string) => { serverErr += d })
-    const serverGone = new Promise<void>(resolve => server.once('exit', () => resolve()))
-    const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
+    const server = await startEioFs(gateMnt, 'gate')
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.stdout.once('data', () => resolve())
-        server.once('exit', (code) => reject(new Error(`eio-fs exited with ${String(code)}: ${serverErr}`)))
-      })
       const daemon = await mountForeground(o.mnt, `lowerdir=${gateMnt},upperdir=${o.upper},workdir=${o.work}`,
         path.join(path.dirname(o.mnt), 'daemon.log'), ['--log-level=warn'])
       const m = (p: string): string => `'${path.join(o.mnt, p)}'`
@@ -104,7 +98,7 @@ describe('concurrency', () => {
         const r2 = track('R2', runAt(r2Cmd === 'mv a b' ? `mv ${m('a')} ${m('b')}` : `rmdir ${m('a')} 2>/dev/null`))
         await sleep(300)
         expect(ended, 'the copy-up and R1 wait for the gate, R2 for R1').toEqual([])
-        server.kill('SIGUSR2') // the copy-up's reads go on
+        server.signal('SIGUSR2') // the copy-up's reads go on
         const all = await Promise.race([
           Promise.all([copyUp, r1, r2]),
           sleep(60_000).then(() => 'hung' as const),
@@ -123,9 +117,7 @@ describe('concurrency', () => {
         await daemon.stop()
       }
     } finally {
-      server.kill('SIGTERM')
-      await Promise.race([serverGone, sleep(10_000)])
-      if (fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${gateMnt} `)) await unmount(gateMnt)
+      await server.stop()
     }
   }, 180_000)
 

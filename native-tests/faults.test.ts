@@ -8,12 +8,13 @@
 // EIO from a layer: the layer is a small FUSE file system of our own
 // (harness/eio-fs.js, served by a child process through ovlfs's binding) whose
 // getattr, read or readdir of given names fails with EIO.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { createHash, randomFillSync } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { alive, daemonPid, fdCount, sleep } from './harness/daemon'
+import { startEioFs } from './harness/eio-fs-server'
 import { isMounted, mountFuse, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
 import { LayerGuard } from './harness/treehash'
@@ -366,14 +367,8 @@ describe('faults and limits', () => {
     const r = root('eio')
     const eioMnt = path.join(r, 'eiofs')
     fs.mkdirSync(eioMnt)
-    const server = spawn(process.execPath, [path.join(__dirname, 'harness', 'eio-fs.js'), eioMnt], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let serverErr = ''
-    server.stderr.setEncoding('utf8').on('data', (d: string) => { serverErr += d })
+    const server = await startEioFs(eioMnt)
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.stdout.once('data', () => resolve())
-        server.once('exit', (code) => reject(new Error(`eio-fs exited with ${String(code)}: ${serverErr}`)))
-      })
       const o: Overlay = { lowers: [eioMnt, path.join(r, 'l1')], upper: path.join(r, 'upper'), work: path.join(r, 'work'), mnt: path.join(r, 'mnt') }
       put(path.join(o.lowers[1]!, 'below'), 'below\n')
       put(path.join(o.lowers[1]!, 'gooddir', 'g'), 'g\n')
@@ -408,9 +403,7 @@ describe('faults and limits', () => {
       }
       expect(workEntries(o)).toEqual([])
     } finally {
-      server.kill('SIGTERM')
-      await new Promise((resolve) => { if (server.exitCode !== null) resolve(null); else server.once('exit', resolve) })
-      if (isMounted(eioMnt)) spawnSync('fusermount', ['-uz', eioMnt], { stdio: 'ignore' })
+      await server.stop()
     }
   }, 120_000)
 
