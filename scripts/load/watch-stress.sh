@@ -8,8 +8,9 @@
 #   DIR/tasks.txt    each daemon thread's state and wchan
 #   DIR/workers.txt  each worker's state and kernel stack
 # then ends the run (a worker asleep on a directory lock cannot be killed, so
-# the mount is detached with umount -l). For the hang seen once on 2026-12-01
-# (README, "Load: concurrency stress").
+# the mount is detached with umount -l). Written for the hang of 2026-12-01,
+# since explained (libfuse 2's path-lock deadlock, patch item 28; README,
+# "Load: concurrency stress"); kept for any hang to come.
 #
 #   bash scripts/load/watch-stress.sh DIR [WAIT=60] -- [stress.js options...]
 # Exit: stress.js's exit code, or 3 when a stuck worker was seen (dump in DIR).
