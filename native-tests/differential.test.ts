@@ -323,6 +323,17 @@ describe('differential catalogue (kernel overlayfs vs ovlfs)', () => {
       const r = await check({ lowers: [{ f: file('old data'), g: file('old') }] }, [o.openReadAfterWrite('f', 'NEW'), o.openReadAfterWrite('g', 'longer new data')])
       expect(r.results.kernel).toEqual(['ok', 'ok'])
     })
+    it('fstat of an open file answers after its name is unlinked, renamed over, moved or chmodded (nlink 0 once gone)', async () => {
+      await check({ lowers: [{ lo: file('lower data'), mv: file('moved'), ch: file('chmod me'), d: dir() }] }, [
+        o.fstatAfter('lo', o.unlink('lo')),
+        o.create('up', 'upper data'), o.create('tmp', 'new'),
+        o.fstatAfter('up', o.rename('tmp', 'up')),
+        o.fstatAfter('tf', o.unlink('tf'), 'tmpfile data'),
+        o.fstatAfter('mv', o.rename('mv', 'd/mv2')),
+        o.fstatAfter('ch', o.chmod('ch', 0o600)),
+        o.fstatAfter('d/mv2', o.unlink('d/mv2')),
+      ])
+    })
     it('st_ino is kept across copy-up, st_dev is one for the whole mount', async () => {
       const r = await check({ lowers: [{ f: file('x'), 'd/g': file('y') }] }, [], (ov) => {
         const ino = (p: string) => fs.lstatSync(path.join(ov.mnt, p)).ino

@@ -3,6 +3,7 @@
 // Every op returns 'ok' or the errno name (e.g. 'ENOENT'); a few return 'ok' plus a detail.
 // All opens use O_NONBLOCK, so an op that meets a fifo fails (ENXIO) instead of hanging.
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -26,6 +27,9 @@ export type Op =
   | { op: 'mknod', path: string, kind: 'c' | 'b', major: number, minor: number }
   | { op: 'read', path: string } // 'ok <sha-prefix>' of the content
   | { op: 'openReadAfterWrite', path: string, data: string } // fd1 opened before fd2 writes: must see it
+  // open path (with `create`: a new file, O_RDWR|O_CREAT|O_EXCL, `create` written), apply `then`, fstat the still open fd:
+  // 'ok size= nlink= mode= sameIno= data=' (sameIno: st_ino as before `then`; data: what the fd reads from 0, or its sha256)
+  | { op: 'fstatAfter', path: string, then: Op, create?: string }
 
 // Compact constructors for the catalogue.
 export const o = {
@@ -48,6 +52,7 @@ export const o = {
   mknod: (p: string, kind: 'c' | 'b', major: number, minor: number): Op => ({ op: 'mknod', path: p, kind, major, minor }),
   read: (p: string): Op => ({ op: 'read', path: p }),
   openReadAfterWrite: (p: string, data: string): Op => ({ op: 'openReadAfterWrite', path: p, data }),
+  fstatAfter: (p: string, then: Op, create?: string): Op => ({ op: 'fstatAfter', path: p, then, create }),
 }
 
 /** Apply one op below `root`; never throws for filesystem errors. */
@@ -89,6 +94,27 @@ export function apply (root: string, op: Op): string {
           return seen === op.data ? 'ok' : `stale (read ${JSON.stringify(seen)})`
         } finally { fs.closeSync(fd1) }
       }
+      case 'fstatAfter': {
+        const fd = op.create !== undefined
+          ? fs.openSync(at(op.path), C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NONBLOCK, 0o644)
+          : fs.openSync(at(op.path), C.O_RDONLY | C.O_NONBLOCK)
+        try {
+          if (op.create !== undefined) fs.writeSync(fd, op.create)
+          const before = fs.fstatSync(fd)
+          // Only regular files: the kernel opens the others (fifos, devices) without the daemon, and a
+          // directory's opendir is another request; the README's limits say what their fstat gives.
+          if (!before.isFile()) return 'ok not a regular file'
+          const ino = before.ino
+          const then = apply(root, op.then)
+          if (then !== 'ok') return `${describe(op.then)}: ${then}`
+          const st = fs.fstatSync(fd)
+          const data = Buffer.alloc(st.size + 1)
+          const n = fs.readSync(fd, data, 0, data.length, 0)
+          const read = data.subarray(0, n)
+          const shown = n <= 64 ? JSON.stringify(read.toString()) : `${n} bytes sha256 ${createHash('sha256').update(read).digest('hex').slice(0, 16)}`
+          return `ok size=${st.size} nlink=${st.nlink} mode=${st.mode.toString(8)} sameIno=${String(st.ino === ino)} data=${shown}`
+        } finally { fs.closeSync(fd) }
+      }
     }
     return 'ok'
   } catch (e) {
@@ -116,6 +142,7 @@ export function describe (op: Op): string {
     case 'symlink': return `symlink ${op.target} ${op.path}`
     case 'mknod': return `mknod ${op.path} ${op.kind} ${op.major} ${op.minor}`
     case 'openReadAfterWrite': return `openReadAfterWrite ${op.path} ${JSON.stringify(op.data)}`
+    case 'fstatAfter': return `fstatAfter ${op.path}${op.create !== undefined ? ` (created with ${JSON.stringify(op.create)})` : ''} then ${describe(op.then)}`
     default: return `${op.op} ${op.path}`
   }
 }

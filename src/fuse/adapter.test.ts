@@ -1,4 +1,4 @@
-// The FUSE adapter's presentation options that need no mount: noacl.
+// The FUSE adapter's presentation options that need no mount (noacl), and fgetattr by open file.
 import { constants } from 'node:os'
 import pino from 'pino'
 import { describe, expect, it } from 'vitest'
@@ -11,6 +11,7 @@ import type { FuseOps } from './binding'
 useTmp()
 
 const EOPNOTSUPP = constants.errno.EOPNOTSUPP
+const { EBADF, ENOENT } = constants.errno
 const UNDEF = 0xFFFFFFFF
 /** A valid version-2 access ACL: user::rw-, user:1000:r--, group::r--, mask::r--, other::r--. */
 const ACL = (() => {
@@ -67,5 +68,25 @@ describe('noacl', () => {
     expect(await get(o, '/u', 'user.a')).toEqual([0, Buffer.from('A')])
     expect(await set(o, '/u', 'user.b', Buffer.from('B'))).toBe(0)
     expect(await lgetxattr(up('/u'), 'system.posix_acl_access')).toEqual(ACL)
+  })
+})
+
+describe('fgetattr', () => {
+  const fgetattr = async (o: FuseOps, p: string | null, fh: number): Promise<[number, { size?: number, nlink?: number } | undefined]> =>
+    await new Promise(resolve => o.fgetattr?.(p, fh, (st, v) => resolve([st, v as { size?: number, nlink?: number } | undefined])))
+
+  it('answers from the open file after its name is gone (nlink 0), ENOENT for a released fh with no name, EBADF with one', async () => {
+    const { ops: o } = await ops(false)
+    const [st, fh] = await new Promise<[number, number | undefined]>(resolve => o.open?.('/u', 0 /* O_RDONLY */, (s, h) => resolve([s, h])))
+    expect(st).toBe(0)
+    expect(await new Promise(resolve => o.unlink?.('/u', resolve))).toBe(0)
+    const [st2, attr] = await fgetattr(o, null, fh as number)
+    expect(st2).toBe(0)
+    expect(attr?.size).toBe(1)
+    expect(attr?.nlink).toBe(0)
+    expect(await new Promise(resolve => o.release?.(null, fh as number, resolve))).toBe(0)
+    // Patch item 29 may hand over an fh whose RELEASE came first.
+    expect((await fgetattr(o, null, fh as number))[0]).toBe(-ENOENT)
+    expect((await fgetattr(o, '/l', fh as number))[0]).toBe(-EBADF)
   })
 })

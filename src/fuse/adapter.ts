@@ -8,6 +8,7 @@ import { type CallerContext, type FuseOps, type FuseStat, type Timespec, packDir
 import type { FastNames } from './fast-names'
 
 const S_IFMT = 0o170000
+const EBADF = 9
 const TYPE_MODE: Record<string, number> = {
   file: 0o100000, dir: 0o040000, symlink: 0o120000, chr: 0o020000, blk: 0o060000, fifo: 0o010000, sock: 0o140000, unknown: 0,
 }
@@ -112,8 +113,7 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       run('getattr', path, () => attrsOf(lookedUp(p), fast?.generation), cb)
     },
 
-    fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () =>
-      present(fh !== 0 ? await engine.fgetattr(engine.handles.get(fh)) : await engine.getattr(normPath(path ?? ''))), cb),
+    fgetattr: (path, fh, cb) => run('fgetattr', path ?? '(unlinked)', async () => present(await fileAttrs(path, fh)), cb),
 
     readdir: (path, cb) => {
       if (path === null) return cb(-2)
@@ -273,6 +273,25 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       }
       return st
     })
+  }
+
+  /**
+   * fgetattr: the open file's attributes. A stat by node of a file whose
+   * name is gone comes here with the newest fh the kernel opened on that
+   * node (patch item 29); a RELEASE of it may have come first, and then,
+   * with no name left, the answer is ENOENT, what libfuse gave such a stat
+   * before item 29.
+   */
+  async function fileAttrs (path: string | null, fh: number): Promise<Attr> {
+    if (fh === 0) return await engine.getattr(normPath(path ?? ''))
+    let h
+    try {
+      h = engine.handles.get(fh)
+    } catch (err) {
+      if (errnoOf(err) !== EBADF || path !== null) throw err
+      throw new OvlError('ENOENT', `the open file ${fh} was released and has no name left`)
+    }
+    return await engine.fgetattr(h)
   }
 
   /** Make a change of `path` (FUSE form), then answer what getattr would (patch item 20). */
