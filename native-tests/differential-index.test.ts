@@ -138,6 +138,12 @@ describe('differential catalogue: hard links and metadata-only copy-up (kernel i
       o.removexattr('m/f', 'user.m'), o.read('m/f'), o.chmod('big', 0o600), o.read('big'),
     ])
   })
+  it('fstat of an open file of a metadata-only copy once its name is gone: the copy\'s attributes, nlink 0', async () => {
+    await check(SET, [
+      o.chmod('m/f', 0o600), o.fstatAfter('m/f', o.unlink('m/f')),
+      o.fstatAfter('big', o.chown('big', 3, 4)), o.fstatAfter('big', o.rename('m/g', 'big')),
+    ])
+  })
   it('then the data: a write, a truncate, a truncate to 0, an open with O_TRUNC', async () => {
     await check(SET, [
       o.chmod('m/f', 0o600), o.append('m/f', 'appended\n'), o.chmod('m/g', 0o644), o.truncate('m/g', 3),

@@ -101,6 +101,7 @@ const GENERATORS: Array<[number, Gen]> = [
   [0.5, r => ({ op: 'mkfifo', path: r.name() })],
   [0.5, r => ({ op: 'read', path: r.name() })],
   [0.5, r => ({ op: 'openReadAfterWrite', path: r.name(), data: r.data() })],
+  [0.5, r => { const p = r.name(); return { op: 'fstatAfter', path: p, then: r.pick([{ op: 'unlink', path: p }, { op: 'rename', from: r.name(), to: p }, { op: 'rename', from: p, to: r.name() }] as Op[]) } }],
 ]
 const TOTAL_WEIGHT = GENERATORS.reduce((s, [w]) => s + w, 0)
 

@@ -41,7 +41,8 @@ export class CopyUp {
     private readonly sync: boolean,
     /** xattr_permissions: the copy records the owner and mode shown before in the override xattr instead of a real chown. */
     private readonly override: OverrideStat | undefined,
-    private readonly onCopiedUp: (path: string, upperReal: string | undefined, before: Node) => Promise<void>,
+    /** upperReal: the copy, when it holds the data; meta: the copy, when it holds metadata only. */
+    private readonly onCopiedUp: (path: string, upperReal: string | undefined, before: Node, meta?: string) => Promise<void>,
     private readonly features: CopyUpFeatures = { metacopy: false },
   ) {}
 
@@ -103,7 +104,7 @@ export class CopyUp {
     this.lookup.invalidate(node.path)
     const copied = await this.lookup.get(node.path)
     // Read-only handles move to the copy, unless it holds metadata only (the data is still below).
-    await this.onCopiedUp(node.path, copied.data === undefined ? target : undefined, current)
+    await this.onCopiedUp(node.path, copied.data === undefined ? target : undefined, current, copied.data !== undefined ? target : undefined)
     if (!copied.top.layer.isUpper) throw new OvlError('EIO', `copy-up of ${node.path} did not reach the upper layer`)
     return copied
   }

@@ -151,12 +151,13 @@ export class Engine {
     this.lookup = new Lookup(this.stack, this.xattrs.origin, { maxNodes: options.maxNodes, maxListingEntries: options.maxListingEntries }, this.hardlinks)
     const upper = this.stack.upper
     if (upper !== undefined && this.work !== undefined) {
-      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, this.override, async (p, upperReal, before) => {
+      this.copyUp = new CopyUp(this.lookup, upper, this.work, this.xattrs, this.sync, this.override, async (p, upperReal, before, meta) => {
         // The object copied up changed (ctime; nlink of a merged directory or of the source of a link)
         // and so did the directory it was linked into (size, ctime), maybe without an operation on their names.
         this.onAttrsChanged(before.ino)
         if (before.parent !== undefined) this.onAttrsChanged(before.parent.ino, true)
         if (upperReal !== undefined) await this.handles.moveToUpper(p, upperReal)
+        else if (meta !== undefined) await this.handles.holdMeta(p, meta)
         // A kept hard link: the other names' read-only handles are the same file (hardlinks.ts).
         if (upperReal !== undefined && before.fh !== undefined) await this.handles.moveInoToUpper(before.ino, upperReal)
       }, { hardlinks: this.hardlinks, metacopy })
@@ -236,7 +237,14 @@ export class Engine {
    */
   async fgetattr (h: OpenFile): Promise<Attr> {
     const upper = this.stack.upper
-    const attr = attrOf(await (h.upper && upper !== undefined ? this.io.fstat(upper, h.fd) : fstatFd(h.fd, { bigint: true })), h.ino, false)
+    let attr: Attr
+    if (h.meta !== undefined && !h.upper) {
+      // The lower data of a metadata-only copy: attributes from the copy, blocks from the data (as getattr).
+      attr = attrOf(await fstatFd(h.meta, { bigint: true }), h.ino, false)
+      attr.blocks = Number((await fstatFd(h.fd, { bigint: true })).blocks)
+    } else {
+      attr = attrOf(await (h.upper && upper !== undefined ? this.io.fstat(upper, h.fd) : fstatFd(h.fd, { bigint: true })), h.ino, false)
+    }
     if (this.override === undefined) return attr
     const node = await this.lookup.resolve(h.path).catch(() => null)
     if (node === null || node.ino !== h.ino) return attr
@@ -308,6 +316,7 @@ export class Engine {
       // A copy-up that finished while this lower file was being opened missed this handle.
       const now = await this.lookup.get(path)
       if (dataInUpper(now)) await this.handles.moveToUpper(path, dataPath(now))
+      else if (now.data !== undefined) await this.handles.holdMeta(path, hitPath(now.top), h)
     }
     return h
   }
@@ -367,7 +376,10 @@ export class Engine {
   async release (h: OpenFile): Promise<void> {
     this.handles.remove(h.id)
     const upper = this.stack.upper
+    const meta = h.meta
+    h.meta = undefined
     await (h.upper && upper !== undefined ? this.io.close(upper, h.fd) : closeFd(h.fd))
+    if (meta !== undefined) await closeFd(meta)
   }
 
   async fsync (h: OpenFile, datasync: boolean): Promise<void> {

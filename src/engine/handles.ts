@@ -18,7 +18,18 @@ export interface OpenFile {
   privsDropped?: boolean
   /** Removed from the table (released): its fd is the releaser's to close, not a copy-up's to replace. */
   released?: boolean
+  /**
+   * While `fd` is the lower data of a metadata-only copy (metacopy.ts): an
+   * O_PATH fd of that upper copy, whose inode holds the file's attributes,
+   * so that fgetattr still finds them once the name is gone (the kernel's
+   * overlayfs keeps the upper inode of an open file too). Closed with the
+   * handle, or when the data is copied up.
+   */
+  meta?: number
 }
+
+/** Linux's O_PATH (Node's fs.constants lacks it): an fd for fstat only. */
+const O_PATH = 0o10000000
 
 /**
  * The table of open files. The kernel's overlayfs makes a file opened
@@ -102,6 +113,24 @@ export class Handles {
     await reopen(moved, upperPath)
   }
 
+  /**
+   * After a metadata-only copy of `path` to `upperMeta`, or an open of such a
+   * copy (`only`: that handle): its read-only handles, whose fds stay on the
+   * lower data, also hold the copy (OpenFile.meta).
+   */
+  async holdMeta (path: string, upperMeta: string, only?: OpenFile): Promise<void> {
+    const set = only !== undefined ? [only] : [...(this.lowerByPath.get(path) ?? [])]
+    for (const h of set) {
+      if (h.meta !== undefined || h.upper || isReleased(h)) continue
+      const fd = await openFd(upperMeta, O_PATH | fs.constants.O_NOFOLLOW)
+      if (h.meta !== undefined || h.upper || isReleased(h)) { // (changed while the open was on the pool)
+        await closeFd(fd)
+        continue
+      }
+      h.meta = fd
+    }
+  }
+
   get size (): number {
     return this.byId.size
   }
@@ -131,9 +160,12 @@ async function reopen (handles: Iterable<OpenFile>, upperPath: string): Promise<
       continue
     }
     const old = h.fd
+    const meta = h.meta
     h.fd = fd
     h.upper = true
+    h.meta = undefined
     await closeFd(old)
+    if (meta !== undefined) await closeFd(meta)
   }
 }
 
