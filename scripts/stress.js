@@ -15,7 +15,8 @@
 //    plain filesystem could give for that call in that race; on its own names each
 //    writer predicts every result exactly. Every worker logs each operation.
 // 3. Samples the daemon's VmRSS/VmHWM and open fds every second; a worker silent
-//    for --stall-seconds is a deadlock.
+//    for --stall-seconds is a deadlock. Once the workers have exited, the daemon
+//    must hold no file of the layers open (every handle released).
 // 4. Checks the final tree: each writer's own names exactly as its model says; shared
 //    names hold one whole written version (never torn); no overlay-internal or temp
 //    names; the daemon alive; the workdir empty after unmount; the lower layers
@@ -54,7 +55,7 @@ if (args.workers < 1) C.die('--workers must be at least 1')
 
 const summary = {
   kind: 'ovlfs-stress', seed: args.seed, seconds: args.seconds, workers: args.workers, readers: args.readers,
-  ok: false, checks: {}, ops: 0, opsPerSecond: 0, errnos: {}, knownLimits: {}, peak: null, stressNg: null, failures: [],
+  ok: false, checks: {}, ops: 0, opsPerSecond: 0, errnos: {}, knownLimits: {}, peak: null, filesLeftOpen: null, stressNg: null, failures: [],
 }
 const failures = summary.failures
 function check (name, ok, detail) {
@@ -85,6 +86,7 @@ async function main () {
   try {
     await runWorkers(o, logDir, pid)
     check('daemonAliveAfterWorkers', C.alive(pid), 'the daemon died during the worker phase')
+    await checkNoFilesLeftOpen(o, pid)
     ovlfsView = snapshot(path.join(o.mnt, 'shared'))
     verifyTree(ovlfsView, logDir)
     checkRootNames(o.mnt, ['shared'])
@@ -108,6 +110,36 @@ async function main () {
   const diff = diffSnapshots(ovlfsView, kernelView)
   check('kernelSeesSameTree', diff.length === 0, `ovlfs and the kernel's overlayfs differ on the same layers: ${diff.slice(0, 10).join('; ')}`)
   return o
+}
+
+/**
+ * Every worker has exited, so every file opened through the mount was closed,
+ * and once the kernel's RELEASEs are served the daemon holds no fd of a file
+ * in the layers (directories and /dev/fuse it keeps). A file it still holds
+ * is a handle leaked, by the daemon or by a worker that was still holding it.
+ */
+async function checkNoFilesLeftOpen (o, pid) {
+  const dirs = [o.upper, o.work, ...o.lowers].map(d => d + '/')
+  const held = () => {
+    const out = []
+    let names = []
+    try { names = fs.readdirSync(`/proc/${pid}/fd`) } catch { return out }
+    for (const n of names) {
+      let target
+      try { target = fs.readlinkSync(`/proc/${pid}/fd/${n}`) } catch { continue }
+      if (!dirs.some(d => target.startsWith(d))) continue
+      try { if (!fs.statSync(`/proc/${pid}/fd/${n}`).isFile()) continue } catch { continue }
+      out.push(target)
+    }
+    return out
+  }
+  let left = held()
+  for (let i = 0; i < 50 && left.length > 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    left = held()
+  }
+  summary.filesLeftOpen = left.length
+  check('noFilesLeftOpen', left.length === 0, `the daemon still holds ${left.length} files of the layers 10 s after every worker exited: ${left.slice(0, 5).join(', ')}`)
 }
 
 // ---- the layers -------------------------------------------------------------------

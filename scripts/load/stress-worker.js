@@ -285,21 +285,37 @@ const sharedWriteOps = [
   [0.7, function sdRenameDir () { const a = sdName(); const b = sdName(); attempt(`rename-dir ${a} ${b}`, () => fs.renameSync(abs(a), abs(b)), ['ENOENT', 'ENOTEMPTY', 'EEXIST']) }],
 ]
 
+/**
+ * Read a shared file whose name may go at any moment: only its open may fail
+ * (ENOENT, the name raced away). Once open, the file is that process's until
+ * it closes it: fstat and read of the open file must succeed whatever happens
+ * to its name (POSIX; an fstat that failed here once made Node's readFileSync
+ * keep the fd, and the daemon with it).
+ */
+function readShared (p) {
+  let fd
+  const r = attempt(`open ${p}`, () => { fd = fs.openSync(abs(p), 'r') }, ['ENOENT'])
+  if (r.code !== null) return r
+  try {
+    return exact(`read ${p}`, () => fs.readFileSync(fd, 'latin1'), null)
+  } finally { fs.closeSync(fd) }
+}
+
 const readOps = [
   [2, function rRead () {
     const p = rName()
-    const r = attempt(`read ${p}`, () => fs.readFileSync(abs(p), 'latin1'), ['ENOENT'])
+    const r = readShared(p)
     if (r.code === null) checkWhole(`read ${p}`, r.value)
   }],
   [1, function pRead () {
     const p = pName()
-    const r = attempt(`read ${p}`, () => fs.readFileSync(abs(p), 'latin1'), ['ENOENT'])
+    const r = readShared(p)
     // A file of the p kind may be empty for a moment (just created, not yet written).
     if (r.code === null && r.value.length !== 0 && r.value.length !== L.P_LEN) fail(`read ${p}: ${r.value.length} bytes, expected 0 or ${L.P_LEN}`)
   }],
   [1, function sdRead () {
     const p = sdFile()
-    const r = attempt(`read ${p}`, () => fs.readFileSync(abs(p), 'latin1'), ['ENOENT'])
+    const r = readShared(p)
     if (r.code === null) checkWhole(`read ${p}`, r.value, { emptyOk: true })
   }],
   [1, function sdList () {
