@@ -166,6 +166,8 @@ export async function serve (req: ServeRequest): Promise<number> {
         const [held, answered, absent, opened, setattrs, writes, creates, unlinks] = fastNames.stats()
         log.info({ held, answered, absent, opened, setattrs, writes, creates, unlinks }, 'fast names')
       }
+      // Threads libfuse started and ended, and how many thread locals that took (patch item 30).
+      log.info(fuse.threadStats(), 'libfuse threads')
       engine.close()
       if (standIn !== undefined && !removeStandIn(standIn)) log.warn({ standIn }, 'the empty stand-in lowerdir could not be removed')
       log.info({ why, ...process.memoryUsage() }, 'unmounted')

@@ -387,6 +387,12 @@ export class FuseMount {
     return this.fuse.fastStats();
   }
 
+  /** libfuse's worker threads (patch item 30): locals made for new threads, reused from ended ones, threads ended. */
+  threadStats(): { made: number, reused: number, ended: number } {
+    const [made = 0, reused = 0, ended = 0] = this.fuse.threadStats();
+    return { made, reused, ended };
+  }
+
   /** Lend handle fh's fd for writes by root on libfuse's thread (patch item 23); fd -1 takes it back. */
   fastLend(fh: number, fd: number): boolean {
     return this.ended ? false : this.fuse.fastLend(fh, fd);

@@ -46,6 +46,8 @@ declare module 'fuse-native' {
     fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number
     /** patched (items 17, 22, 23): [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
     fastStats(): number[]
+    /** patched (item 30): [libfuse thread locals made, reused from ended threads, libfuse threads ended], process-wide. */
+    threadStats(): number[]
     /** patched (item 23): lend handle fh's fd for writes by root on libfuse's thread; fd -1 takes it back. */
     fastLend(fh: number, fd: number): boolean
     /** ovlfs patch item 25: let the addon create files in the upper layer of this record head (null: stop). */
