@@ -45,6 +45,28 @@ describe('metadata-only copy-up', () => {
     expect(workLeft(s)).toEqual([])
   })
 
+  it('a read-only handle on the lower data answers fgetattr with the copy\'s attributes, also once the name is gone', async () => {
+    const s = await stack({ lowers: [{ d: dir({ f: file('lower data', { mode: 0o644 }), g: file('g data', { mode: 0o644 }) }) }] })
+    // Opened before the metadata copy-up (the copy-up gives it the copy) and after it (the open does).
+    const before = await s.engine.open('/d/f', C.O_RDONLY)
+    await s.engine.chmod('/d/f', 0o600)
+    await s.engine.chmod('/d/g', 0o640)
+    const after = await s.engine.open('/d/g', C.O_RDONLY)
+    for (const [h, mode] of [[before, 0o600], [after, 0o640]] as const) {
+      expect(h.upper).toBe(false)
+      expect((await s.engine.fgetattr(h)).mode & 0o7777).toBe(mode)
+    }
+    await s.engine.unlink('/d/f')
+    await s.engine.chmod('/d/g', 0o604)
+    await s.engine.unlink('/d/g')
+    const [f, g] = [await s.engine.fgetattr(before), await s.engine.fgetattr(after)]
+    expect([f.mode & 0o7777, f.nlink, f.size]).toEqual([0o600, 0, 10])
+    expect([g.mode & 0o7777, g.nlink, g.size]).toEqual([0o604, 0, 6])
+    expect(await readHandle(s.engine, before, null)).toBe('lower data')
+    for (const h of [before, after]) await s.engine.release(h)
+    expect(before.meta).toBeUndefined()
+  })
+
   it('a chmod of a large file takes no space; reads still find the lower data', async () => {
     const s = await stack({ lowers: [{ f: sparse(BIG, BIG / 2, 'middle') }] })
     const before = fs.statfsSync(s.upper)
