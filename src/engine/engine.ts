@@ -314,9 +314,16 @@ export class Engine {
     const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), dataInUpper(node), path, node.ino)
     if (!h.upper) {
       // A copy-up that finished while this lower file was being opened missed this handle.
-      const now = await this.lookup.get(path)
-      if (dataInUpper(now)) await this.handles.moveToUpper(path, dataPath(now))
-      else if (now.data !== undefined) await this.handles.holdMeta(path, hitPath(now.top), h)
+      // The name gone meanwhile (unlinked after the open): the open still holds, as on any file system.
+      const now = await this.lookup.get(path).catch(() => null)
+      try {
+        if (now !== null && dataInUpper(now)) await this.handles.moveToUpper(path, dataPath(now))
+        else if (now !== null && now.data !== undefined) await this.handles.holdMeta(path, hitPath(now.top), h)
+      } catch (err) {
+        // This open answers the error: its handle must not stay in the table (no RELEASE will come for it).
+        if (this.handles.has(h.id)) await this.release(h).catch(() => {})
+        throw err
+      }
     }
     return h
   }
@@ -336,13 +343,16 @@ export class Engine {
     const made = await this.createObject(path, caller, mode, async (target, layer) => {
       fd = await this.io.open(layer, target, openFlags, mode & 0o7777)
     })
+    let h: OpenFile | undefined
     try {
       const st = await this.io.fstat(made.top.layer, fd)
       const node = this.lookup.recordCreated(path, made.parent, made.top, st)
-      const h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
+      h = this.handles.add(fd, flags & ~(C.O_CREAT | C.O_EXCL), true, path, node.ino)
       const attr = attrOf(st, node.ino, false)
       return { h, attr: this.override === undefined ? attr : await this.override.present(hitPath(node.top), node.top.layer, attr) }
     } catch (err) {
+      // The create answers the error: neither its fd nor its handle may stay (no RELEASE will come).
+      if (h !== undefined && this.handles.has(h.id)) this.handles.remove(h.id)
       await closeFd(fd).catch(() => {})
       throw err
     }

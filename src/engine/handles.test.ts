@@ -157,4 +157,49 @@ describe('open files', () => {
       fs.rmSync(dir, { recursive: true, force: true })
     }
   })
+
+  it('an open whose name goes right after it (the re-check after registering the handle fails) still holds; one whose move to the copy fails leaves no handle', async () => {
+    const s = await stack({ lowers: [{ f: 'lower data', g: 'g data' }] })
+    const lookup = s.engine.lookup as unknown as { get: (p: string) => Promise<unknown> }
+    const real = lookup.get.bind(lookup)
+    // The second lookup of the open (its re-check) finds the name gone.
+    let calls = 0
+    lookup.get = async (p: string) => { if (++calls === 2) throw Object.assign(new Error('gone'), { code: 'ENOENT' }); return await real(p) }
+    const h = await s.engine.open('/f', C.O_RDONLY)
+    expect(await readHandle(s.engine, h, null)).toBe('lower data')
+    await s.engine.release(h)
+    expect(s.engine.handles.size).toBe(0)
+    // The re-check finds a copy-up the open missed, and moving the handle to it fails: the open fails, nothing stays.
+    lookup.get = real
+    await s.engine.chmod('/g', 0o600)
+    const handles = s.engine.handles as unknown as { moveToUpper: (p: string, u: string) => Promise<void>, holdMeta: (p: string, u: string) => Promise<void> }
+    const fail = async (): Promise<void> => { throw Object.assign(new Error('no fd'), { code: 'EMFILE' }) }
+    handles.moveToUpper = fail
+    handles.holdMeta = fail
+    const fds = fs.readdirSync('/proc/self/fd').length
+    await expectErrno(s.engine.open('/g', C.O_RDONLY), 'EMFILE')
+    expect(s.engine.handles.size).toBe(0)
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds)
+  })
+
+  it('a create that fails after registering its handle leaves no handle and no fd', async () => {
+    const s = await stack({ lowers: [{}] })
+    const lookup = s.engine.lookup as unknown as { recordCreated: (...a: unknown[]) => object }
+    const real = lookup.recordCreated.bind(lookup)
+    // The step after registering the handle fails: the new node's st_ino is read once for the
+    // handle, and its second read (for the answer's attributes) throws.
+    lookup.recordCreated = (...a: unknown[]) => {
+      let reads = 0
+      return new Proxy(real(...a), {
+        get (t, k) {
+          if (k === 'ino' && ++reads === 2) throw Object.assign(new Error('late'), { code: 'EIO' })
+          return (t as Record<string | symbol, unknown>)[k]
+        },
+      })
+    }
+    const fds = fs.readdirSync('/proc/self/fd').length
+    await expectErrno(s.engine.create('/n', 0o644, C.O_WRONLY, { uid: 0, gid: 0 }), 'EIO')
+    expect(s.engine.handles.size).toBe(0)
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds)
+  })
 })
