@@ -135,7 +135,7 @@ async function checkNoFilesLeftOpen (o, pid) {
   }
   let left = held()
   for (let i = 0; i < 50 && left.length > 0; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await C.sleep(200)
     left = held()
   }
   summary.filesLeftOpen = left.length

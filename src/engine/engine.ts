@@ -321,7 +321,7 @@ export class Engine {
         else if (now !== null && now.data !== undefined) await this.handles.holdMeta(path, hitPath(now.top), h)
       } catch (err) {
         // This open answers the error: its handle must not stay in the table (no RELEASE will come for it).
-        if (this.handles.has(h.id)) await this.release(h).catch(() => {})
+        if (h.released !== true) await this.release(h).catch(() => {})
         throw err
       }
     }
@@ -352,7 +352,7 @@ export class Engine {
       return { h, attr: this.override === undefined ? attr : await this.override.present(hitPath(node.top), node.top.layer, attr) }
     } catch (err) {
       // The create answers the error: neither its fd nor its handle may stay (no RELEASE will come).
-      if (h !== undefined && this.handles.has(h.id)) this.handles.remove(h.id)
+      if (h !== undefined && h.released !== true) this.handles.remove(h.id)
       await closeFd(fd).catch(() => {})
       throw err
     }

@@ -75,11 +75,6 @@ export class Handles {
     return h
   }
 
-  /** Whether handle `id` is in the table (not released). */
-  has (id: number): boolean {
-    return this.byId.has(id)
-  }
-
   /** Remove and return the handle; the caller closes its fd. */
   remove (id: number): OpenFile {
     const h = this.get(id)

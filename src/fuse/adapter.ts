@@ -1,3 +1,4 @@
+import { constants } from 'node:os'
 import type { Logger } from 'pino'
 import type { Attr, Caller, Engine } from '../engine/engine'
 import { OvlError, errnoOf } from '../engine/errors'
@@ -8,7 +9,7 @@ import { type CallerContext, type FuseOps, type FuseStat, type Timespec, packDir
 import type { FastNames } from './fast-names'
 
 const S_IFMT = 0o170000
-const EBADF = 9
+const { EBADF } = constants.errno
 const TYPE_MODE: Record<string, number> = {
   file: 0o100000, dir: 0o040000, symlink: 0o120000, chr: 0o020000, blk: 0o060000, fifo: 0o010000, sock: 0o140000, unknown: 0,
 }
