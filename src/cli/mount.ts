@@ -140,7 +140,7 @@ export async function serve (req: ServeRequest): Promise<number> {
     const ops = makeOps(engine, () => fuse.context(), log, { ids, staticNlink: req.mapping.staticNlink, noacl: req.mapping.noacl, lowerTimeout: timeout }, fastNames)
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
-      cacheDirs: cacheDirs(options),
+      cacheDirs: cacheDirs(options), noOpendir: process.env.OVLFS_NO_OPENDIR !== '0',
     })
     engine.onAttrsChanged = (ino, listing) => { fuse.invalidateIno(ino, listing === true) }
     await fuse.mount()
@@ -168,6 +168,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       }
       // Threads libfuse started and ended, and how many thread locals that took (patch item 30).
       log.info(fuse.threadStats(), 'libfuse threads')
+      // Directories the kernel opened without OPENDIR (patch item 31).
+      log.info(fuse.nodirStats(), 'directories without OPENDIR')
       engine.close()
       if (standIn !== undefined && !removeStandIn(standIn)) log.warn({ standIn }, 'the empty stand-in lowerdir could not be removed')
       log.info({ why, ...process.memoryUsage() }, 'unmounted')

@@ -221,6 +221,14 @@ export interface FuseMountOptions {
    */
   cacheDirs?: boolean;
   /**
+   * With cacheDirs and no `opendir`/`releasedir` op: directories are opened
+   * by the kernel without OPENDIR (patch item 31: the addon answers the first
+   * OPENDIR ENOSYS when the kernel offered FUSE_NO_OPENDIR_SUPPORT; no
+   * RELEASEDIR follows), one round trip less per directory opened and none
+   * at its close. Default false.
+   */
+  noOpendir?: boolean;
+  /**
    * Per-request timeout in ms after which fuse-native answers ETIMEDOUT and
    * drops the handler's late answer. Default false (none): a slow copy-up must
    * not turn into a spurious error with a leaked handle.
@@ -316,6 +324,7 @@ export class FuseMount {
       debug: options.debug ?? false,
       nullpathOk: options.nullpathOk ?? false,
       cacheDirs: options.cacheDirs ?? false,
+      noOpendir: options.noOpendir ?? false,
       timeout: options.timeout ?? false,
       force: false,
       mkdir: false,
@@ -391,6 +400,16 @@ export class FuseMount {
   threadStats(): { made: number, reused: number, ended: number } {
     const [made = 0, reused = 0, ended = 0] = this.fuse.threadStats();
     return { made, reused, ended };
+  }
+
+  /**
+   * Directories opened without OPENDIR (patch item 31, option noOpendir):
+   * whether the kernel offered it, directory requests (READDIR, FSYNCDIR,
+   * ioctl) the addon gave a handle, READDIRs that went on in a kept listing.
+   */
+  nodirStats(): { offered: boolean, handles: number, kept: number } {
+    const [offered = 0, handles = 0, kept = 0] = this.fuse.nodirStats();
+    return { offered: offered === 1, handles, kept };
   }
 
   /** Lend handle fh's fd for writes by root on libfuse's thread (patch item 23); fd -1 takes it back. */

@@ -16,6 +16,8 @@ declare module 'fuse-native' {
       nullpathOk?: boolean
       /** patched: OPENDIR replies carry FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE (the kernel caches listings). */
       cacheDirs?: boolean
+      /** patched (item 31): with cacheDirs, the kernel opens directories without OPENDIR. */
+      noOpendir?: boolean
     }
 
     interface RawContext {
@@ -48,6 +50,8 @@ declare module 'fuse-native' {
     fastStats(): number[]
     /** patched (item 30): [libfuse thread locals made, reused from ended threads, libfuse threads ended], process-wide. */
     threadStats(): number[]
+    /** patched (item 31): [the kernel offered opens without OPENDIR (0/1), directory requests given a handle by the addon, READDIRs that went on in a kept listing], process-wide. */
+    nodirStats(): number[]
     /** patched (item 23): lend handle fh's fd for writes by root on libfuse's thread; fd -1 takes it back. */
     fastLend(fh: number, fd: number): boolean
     /** ovlfs patch item 25: let the addon create files in the upper layer of this record head (null: stop). */
