@@ -161,7 +161,10 @@ describe('concurrency', () => {
     // fstats. The kernel sends A's fstat as a GETATTR by node; the addon gives it the fh
     // of a file open on that node, the newest: B's. B's RELEASE raced with it, and the
     // stat answered ENOENT (about a third of the rounds, found by scripts/stress.js);
-    // now a RELEASE waits for a GETATTR that was given its fh.
+    // now a RELEASE waits for a GETATTR that was given its fh. Three more threads open
+    // and close the file under the name all the while, so the records of that node
+    // change while a RELEASE waits (its first version then unlinked the wrong record
+    // or walked freed memory: the daemon spun forever or died).
     const script = `
 import os, sys, threading
 d = sys.argv[1]; n = int(sys.argv[2])
@@ -170,6 +173,16 @@ open(f, 'w').write('x')
 bad = []
 go_open = threading.Event(); opened = threading.Event(); go_close = threading.Event(); closed = threading.Event()
 stop = []
+def c():
+    while not stop:
+        try:
+            fd = os.open(f, os.O_RDONLY)
+            os.fstat(fd)
+            os.close(fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            bad.append('c: ' + e.strerror)
 def b():
     while True:
         go_open.wait(); go_open.clear()
@@ -177,7 +190,8 @@ def b():
         fd = os.open(f, os.O_RDONLY); opened.set()
         go_close.wait(); go_close.clear()
         os.close(fd); closed.set()
-t = threading.Thread(target=b); t.start()
+ts = [threading.Thread(target=b)] + [threading.Thread(target=c) for _ in range(3)]
+for t in ts: t.start()
 for i in range(n):
     open(g, 'w').write('y')
     fa = os.open(f, os.O_RDONLY)
@@ -191,14 +205,15 @@ for i in range(n):
         bad.append(e.strerror)
     closed.wait(); closed.clear()
     os.close(fa)
-stop.append(1); go_open.set(); t.join()
+stop.append(1); go_open.set()
+for t in ts: t.join()
 print(len(bad), bad[:3])
 `
     const o = freshOverlay(1)
     const log = path.join(path.dirname(o.mnt), 'daemon.log')
     const daemon = await mountForeground(o.mnt, `lowerdir=${o.lowers[0]},upperdir=${o.upper},workdir=${o.work}`, log, [])
     try {
-      const out = execFileSync('python3', ['-c', script, o.mnt, '1500'], { encoding: 'utf8' }).trim()
+      const out = execFileSync('python3', ['-c', script, o.mnt, '1500'], { encoding: 'utf8', timeout: 90_000, killSignal: 'SIGKILL' }).trim()
       expect(out, 'failed fstats, and the first ones').toBe('0 []')
     } finally {
       await daemon.stop()
