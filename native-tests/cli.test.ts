@@ -9,7 +9,7 @@
 
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { afterEach, beforeEach, describe, expect, test } from 'vitest'
 import {
   type ExitInfo,
@@ -497,4 +497,93 @@ describe('logging', () => {
       expect.arrayContaining(['readdir', 'create']),
     )
   })
+
+  test('a daemon logs to the kernel log when no --log-file is given, and a crash leaves its report there', async () => {
+    const { r, daemon } = await mountDaemon(['--log-level', 'info', '-o', lowerUpperWork(), fx.mnt])
+    expect(fs.readlinkSync(`/proc/${daemon}/fd/2`), "the daemon's stderr").toBe('/dev/kmsg')
+    expect(await waitFor(() => kernelLog(daemon).includes(`ovlfs[${daemon}]: mounted mountpoint=${fx.mnt}`)), kernelLog(daemon)).toBe(true)
+    await crashDaemon(daemon)
+    const e = await r.waitExit(daemon, 15_000)
+    expect(e.code, describeExit(r, e)).not.toBe(0)
+    const log = kernelLog(daemon)
+    expect(log).toContain(`ovlfs[${daemon}]: internal error (uncaughtException): the daemon stops; the mount answers ENOTCONN until unmounted (fusermount -u)`)
+    expect(log).toContain(`ovlfs[${daemon}]: Error: crash on purpose`)
+    expect(r.stderr, "nothing on the command's own stderr").toBe('')
+    expect(errnoOf(() => fs.readdirSync(fx.mnt))).toBe('ENOTCONN')
+    fusermountU()
+  })
+
+  test('--log-file: the daemon appends its log there, JSON lines, and a crash report with the stack', async () => {
+    const file = path.join(fx.root, 'ovlfs.log')
+    fs.writeFileSync(file, 'kept\n')
+    const { r, daemon } = await mountDaemon(['--log-file', file, '--log-level', 'info', '-o', lowerUpperWork(), fx.mnt])
+    expect(fs.readlinkSync(`/proc/${daemon}/fd/2`), "the daemon's stderr").toBe(file)
+    expect(read('f')).toBe('top\n')
+    await crashDaemon(daemon)
+    const e = await r.waitExit(daemon, 15_000)
+    expect(e.code, describeExit(r, e)).not.toBe(0)
+    const lines = fs.readFileSync(file, 'utf8').split('\n')
+    expect(lines[0], 'appended, not truncated').toBe('kept')
+    const records = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(records.find((o) => o.msg === 'mounted'), JSON.stringify(records)).toMatchObject({ level: 30, pid: daemon, mountpoint: fx.mnt })
+    const fatal = records.find((o) => o.level === 60)
+    expect(fatal, JSON.stringify(records)).toMatchObject({ pid: daemon, msg: 'internal error (uncaughtException): the daemon stops; the mount answers ENOTCONN until unmounted (fusermount -u)' })
+    expect(String(fatal?.stack)).toMatch(/^Error: crash on purpose\n\s+at /)
+    expect(r.stderr).toBe('')
+    fusermountU()
+  })
+
+  test('--log-file with -f: the log goes to the file, not to stderr; an unmount is logged', async () => {
+    const file = path.join(fx.root, 'fg.log')
+    const r = runCli(['-f', '--log-level=info', `--log-file=${file}`, '-o', lowerUpperWork(), fx.mnt])
+    await waitForMount(fx.mnt)
+    fusermountU()
+    expectExit0(r, await r.waitMain(15_000))
+    await r.waitClosed()
+    expect(r.stderr).toBe('')
+    const msgs = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg)
+    expect(msgs).toEqual(expect.arrayContaining(['mounted', 'unmounted']))
+  })
+
+  test('a log file that cannot be opened is bad input', async () => {
+    await expectBadInput(['--log-file', path.join(fx.root, 'no', 'such', 'dir', 'log'), '-o', lowerUpperWork(), fx.mnt], ['cannot open the log file'])
+    await expectBadInput(['--log-file', '', '-o', lowerUpperWork(), fx.mnt], ['--log-file needs a file name'])
+  })
+
 })
+
+/** The kernel's log lines of one daemon (`dmesg`), as text. */
+function kernelLog(pid: number): string {
+  const d = sh('dmesg', [])
+  expect(d.status, `dmesg: ${d.stderr}`).toBe(0)
+  return d.stdout.split('\n').filter((l) => l.includes(`ovlfs[${pid}]:`)).join('\n')
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const t0 = Date.now()
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) return false
+    await sleep(100)
+  }
+  return true
+}
+
+/**
+ * An internal error in the daemon, made without a hook in ovlfs: Node's own
+ * debugger (`node inspect -p PID`, which SIGUSR1 opens) throws an exception
+ * from a timer, which nothing catches.
+ */
+async function crashDaemon(pid: number): Promise<void> {
+  const dbg = spawn(process.execPath, ['inspect', '-p', String(pid)], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  dbg.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+  dbg.stderr.setEncoding('utf8').on('data', (d: string) => (out += d))
+  try {
+    expect(await waitFor(() => /connecting to .* ok/.test(out) && out.includes('debug>'), 20_000), `node inspect -p ${pid}: ${out}`).toBe(true)
+    dbg.stdin.write("exec setTimeout(() => { throw new Error('crash on purpose') }, 50), 'armed'\n")
+    expect(await waitFor(() => out.includes("'armed'"), 10_000), `node inspect -p ${pid}: ${out}`).toBe(true)
+    await sleep(300)
+  } finally {
+    dbg.kill('SIGKILL') // the daemon waits for its debugger to go before it exits
+  }
+}

@@ -6,16 +6,17 @@
 // for concurrent FUSE requests. Read lazily by libuv, so set it before any I/O.
 if (process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '16'
 
+import * as fs from 'node:fs'
 import type { LevelWithSilent } from 'pino'
 import { CliError } from './errors'
-import { LOG_LEVELS, makeLogger } from './log'
+import { LOG_LEVELS, makeLogger, reportFatal } from './log'
 import { DAEMON_FLAG, daemonize, serve, startedByDaemonize } from './mount'
 import { validateLayers } from './validate'
 import { parseMountOptions } from '../fuse/options'
 import { MappingOptionError, fromMountOptions, type MappingOptions } from '../engine/mapping'
 
 const USAGE = `usage:
-  ovlfs [-f] [-d] [--log-level LEVEL] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
+  ovlfs [-f] [-d] [--log-level LEVEL] [--log-file FILE] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
   ovlfs SOURCE MOUNTPOINT -o OPTS            (the form mount.fuse uses)
   ovlfs layers [--docker-root DIR] REF [--json]
   ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force]`
@@ -24,19 +25,23 @@ interface MountArgs {
   foreground: boolean
   debug: boolean
   level: LevelWithSilent
+  /** Where the log goes (appended); without it a daemon writes to the kernel's log when it may (daemonize). */
+  logFile: string | undefined
   optionLists: string[]
   positionals: string[]
   daemon: boolean
 }
 
 export function parseMountArgs (argv: readonly string[]): MountArgs {
-  const a: MountArgs = { foreground: false, debug: false, level: 'warn', optionLists: [], positionals: [], daemon: false }
+  const a: MountArgs = { foreground: false, debug: false, level: 'warn', logFile: undefined, optionLists: [], positionals: [], daemon: false }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string
     if (arg === '-f') a.foreground = true
     else if (arg === '-d' || arg === '--debug') { a.debug = true; a.foreground = true; a.level = 'debug' } else if (arg === '-s') { /* libfuse's single-thread flag: accepted, requests are async anyway */ } else if (arg === DAEMON_FLAG) a.daemon = true
     else if (arg === '--log-level') a.level = logLevel(argv[++i])
     else if (arg.startsWith('--log-level=')) a.level = logLevel(arg.slice('--log-level='.length))
+    else if (arg === '--log-file') a.logFile = logFile(argv[++i])
+    else if (arg.startsWith('--log-file=')) a.logFile = logFile(arg.slice('--log-file='.length))
     else if (arg === '-o') {
       const v = argv[++i]
       if (v === undefined) throw new CliError('-o needs an option list')
@@ -51,6 +56,20 @@ export function parseMountArgs (argv: readonly string[]): MountArgs {
 function logLevel (v: string | undefined): LevelWithSilent {
   if (v === undefined || !LOG_LEVELS.includes(v)) throw new CliError(`--log-level takes one of ${LOG_LEVELS.join(', ')}`)
   return v as LevelWithSilent
+}
+
+function logFile (v: string | undefined): string {
+  if (v === undefined || v === '') throw new CliError('--log-file needs a file name')
+  return v
+}
+
+/** The log file, opened for appending (made 0640 if new), before anything is mounted: a bad path is a usage error. */
+function openLogFile (file: string): number {
+  try {
+    return fs.openSync(file, 'a', 0o640)
+  } catch (err) {
+    throw new CliError(`cannot open the log file ${file}: ${(err as Error).message}`)
+  }
 }
 
 async function mountMain (argv: readonly string[]): Promise<number> {
@@ -68,8 +87,11 @@ async function mountMain (argv: readonly string[]): Promise<number> {
     for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${printable(o)} is not implemented yet; ignored\n`)
     for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
   }
-  if (!args.foreground && !args.daemon) return await daemonize(argv, __filename)
-  const log = makeLogger(args.level)
+  // The daemon's stderr is the log file already (daemonize), or the kernel's log.
+  const logFd = args.logFile !== undefined && !args.daemon ? openLogFile(args.logFile) : 2
+  if (!args.foreground && !args.daemon) return await daemonize(argv, __filename, logFd === 2 ? undefined : logFd)
+  const log = makeLogger(args.level, logFd)
+  process.on('uncaughtExceptionMonitor', (err, origin) => reportFatal(err, origin, logFd))
   return await serve({ layers, options, mapping, log, daemon: args.daemon })
 }
 

@@ -8,7 +8,7 @@ import { resolve, type ResolvedStack } from '../docker/resolve'
 import { CliError } from './errors'
 import { STAND_IN_ENV } from './stand-in'
 
-const USAGE = 'ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force]'
+const USAGE = 'ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force] [--log-level LEVEL] [--log-file FILE]'
 
 export interface MountRequest {
   rw: boolean
@@ -128,7 +128,9 @@ export async function mountImageCommand (argv: string[], io: MountImageIO = {}):
     rw: { type: 'boolean' },
     upper: { type: 'string' },
     work: { type: 'string' },
-    force: { type: 'boolean' }
+    force: { type: 'boolean' },
+    'log-level': { type: 'string' },
+    'log-file': { type: 'string' }
   }, USAGE)
   const [ref, mountpoint, ...extra] = parsed.positionals
   if (ref === undefined || mountpoint === undefined || extra.length > 0) throw new CliError(`expected REF and MOUNTPOINT; usage: ${USAGE}`)
@@ -146,7 +148,11 @@ export async function mountImageCommand (argv: string[], io: MountImageIO = {}):
   const dockerUpper = plan.upperdir !== undefined && request.upper === undefined
   const options = mountOptions(layers.lowerdirs, layers.upperdir, layers.workdir) + (dockerUpper ? ',index=off,metacopy=off' : '')
   const env: Record<string, string> = layers.standIn === undefined ? {} : { [STAND_IN_ENV]: layers.standIn }
-  const code = await (io.run ?? runMain)(['-o', options, resolvePath(mountpoint)], env)
+  // The daemon's log, as for the ordinary mount command (which checks the values).
+  const logLevel = stringOption(parsed, 'log-level')
+  const logFile = stringOption(parsed, 'log-file')
+  const logging = [...(logLevel === undefined ? [] : ['--log-level', logLevel]), ...(logFile === undefined ? [] : ['--log-file', resolvePath(logFile)])]
+  const code = await (io.run ?? runMain)([...logging, '-o', options, resolvePath(mountpoint)], env)
   if (code !== 0) {
     for (const dir of layers.temporary) await rm(dir, { recursive: true, force: true })
   }

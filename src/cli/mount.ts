@@ -63,16 +63,36 @@ export function startedByDaemonize (): boolean {
 }
 
 /**
+ * The daemon's stderr, which has its log, and whatever a crash prints (Node's
+ * report of an internal error, glibc's abort message): the --log-file (`logFd`),
+ * or else the kernel's log (/dev/kmsg: `dmesg`, `journalctl -k`), where only
+ * root may write; for anyone else nowhere. `--log-file /dev/null` keeps the
+ * kernel's log out of it. At the default level only warnings reach it (a
+ * request answered EIO, an unmount that failed) and a crash.
+ */
+function daemonStderr (logFd: number | undefined): number | 'ignore' {
+  if (logFd !== undefined) return logFd
+  try {
+    return fs.openSync('/dev/kmsg', 'w')
+  } catch {
+    return 'ignore'
+  }
+}
+
+/**
  * Start the daemon as a detached child and return once the mount is live
  * (exit 0), or with the child's one-line error (exit 1). The child has no
- * stdio of ours, so whoever reads our output sees EOF when we exit.
+ * stdin or stdout of ours, so whoever reads our output sees EOF when we exit;
+ * its stderr is the log (daemonStderr).
  */
-export async function daemonize (argv: readonly string[], script: string): Promise<number> {
+export async function daemonize (argv: readonly string[], script: string, logFd?: number): Promise<number> {
+  const stderr = daemonStderr(logFd)
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, script, ...argv, DAEMON_FLAG], {
     detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', stderr, 'pipe'],
     env: { ...DAEMON_ENV_DEFAULTS, ...process.env, [DAEMON_ENV]: String(process.pid) },
   })
+  if (typeof stderr === 'number') fs.closeSync(stderr)
   const status = child.stdio[STATUS_FD] as NodeJS.ReadableStream & { destroy: () => void } | null | undefined
   if (status === null || status === undefined) throw new CliError('could not start the daemon (no status pipe)')
   let text = ''

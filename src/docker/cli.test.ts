@@ -147,6 +147,12 @@ describe('ovlfs mount-image', () => {
     expect(out.text()).toBe('')
   })
 
+  it('passes --log-level and --log-file (made absolute) on to the mount command', async () => {
+    const rec = recorder()
+    await mountImageCommand(['--docker-root', root, 'nginx', '/mnt/x', '--log-level', 'info', '--log-file', 'rel/ovlfs.log'], { run: rec.run, stdout: capture() })
+    expect(rec.calls).toEqual([['--log-level', 'info', '--log-file', join(process.cwd(), 'rel/ovlfs.log'), '-o', `lowerdir=${d(C3)}:${d(C2)}:${d(C1)}`, '/mnt/x']])
+  })
+
   it('--rw adds a new scratch upper/work and prints where', async () => {
     const rec = recorder()
     const out = capture()
