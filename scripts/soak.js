@@ -82,7 +82,7 @@ async function main () {
     summary.opsDone = finals.reduce((s, f) => s + f.ops, 0)
     summary.opsPerSecond = Math.round(summary.opsDone / seconds)
     check('allOpsRun', summary.opsDone === args.ops && finals.length === args.workers, `${summary.opsDone} of ${args.ops} ops reported by ${finals.length} workers`)
-    check('daemonAlive', C.alive(pid), 'the daemon died')
+    check('daemonAlive', C.alive(pid), `the daemon died; ${C.lastWords(pid)}`)
   } finally {
     clearInterval(progress)
     sampler.stop()

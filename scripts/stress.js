@@ -85,13 +85,13 @@ async function main () {
   let ovlfsView = null
   try {
     await runWorkers(o, logDir, pid)
-    check('daemonAliveAfterWorkers', C.alive(pid), 'the daemon died during the worker phase')
+    check('daemonAliveAfterWorkers', C.alive(pid), `the daemon died during the worker phase; ${C.lastWords(pid)}`)
     await checkNoFilesLeftOpen(o, pid)
     ovlfsView = snapshot(path.join(o.mnt, 'shared'))
     verifyTree(ovlfsView, logDir)
     checkRootNames(o.mnt, ['shared'])
     if (args.stressNgSeconds > 0) await runStressNg(o.mnt, pid)
-    check('daemonAliveAtEnd', C.alive(pid), 'the daemon is gone')
+    check('daemonAliveAtEnd', C.alive(pid), `the daemon is gone; ${C.lastWords(pid)}`)
   } finally {
     sampler.stop()
     summary.peak = { ...sampler.peak, rssMiB: +(sampler.peak.rssKiB / 1024).toFixed(1), hwmMiB: +(sampler.peak.hwmKiB / 1024).toFixed(1) }
@@ -342,7 +342,7 @@ async function runStressNg (mnt, pid) {
   const failed = r.out.split('\n').filter(l => /^stress-ng: (fail|error):/.test(l) || /\bfailed: [1-9]/.test(l))
   summary.stressNg = { command: `stress-ng ${argv.join(' ').replace(dir, 'MNT/stress-ng')}`, exit: r.code, seconds: +((Date.now() - t0) / 1000).toFixed(1), problems: failed.slice(0, 10) }
   check('stressNgPassed', r.code === 0 && failed.length === 0, `stress-ng exited with ${r.code}: ${failed.slice(0, 5).join(' | ') || r.out.slice(-800)}`)
-  check('daemonAliveAfterStressNg', C.alive(pid), 'the daemon died during stress-ng')
+  check('daemonAliveAfterStressNg', C.alive(pid), `the daemon died during stress-ng; ${C.lastWords(pid)}`)
   const left = fs.existsSync(dir) ? fs.readdirSync(dir) : []
   check('stressNgCleanedUp', left.length === 0, `stress-ng left ${left.join(' ')}`)
   fs.rmdirSync(dir)

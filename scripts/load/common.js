@@ -115,6 +115,17 @@ function mountKernelReadOnly (layersTopFirst, mnt) {
   active.set(mnt, { impl: 'kernel', pid: null })
 }
 
+/**
+ * What a daemon that died left in the kernel's log (it writes its warnings and the report
+ * of a crash there when started without --log-file; see daemonize in src/cli/mount.ts):
+ * its last lines, joined, or a note that there are none.
+ */
+function lastWords (pid) {
+  const r = spawnSync('dmesg', [], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  const mine = (r.stdout || '').split('\n').filter((l) => l.includes(`ovlfs[${pid}]:`))
+  return mine.length === 0 ? `nothing from ovlfs[${pid}] in dmesg` : `dmesg: ${mine.slice(-12).join(' / ')}`
+}
+
 /** Unmount everything of ours on any exit (normal, error, SIGINT/SIGTERM). */
 function installTeardown (extra = () => {}) {
   const undo = () => {
@@ -172,5 +183,5 @@ class Sampler {
 module.exports = {
   REPO, CLI, parseArgs, die, Rng, mulberry32, subSeed, hash32, makeContent, checkContent,
   makeRoot, mountOvlfs, mountKernelReadOnly, unmount, installTeardown, Sampler, fdCount, procStatusKiB,
-  isMounted, alive, sleep, removeTree, log,
+  isMounted, alive, lastWords, sleep, removeTree, log,
 }
