@@ -8,6 +8,7 @@ import { FuseMount } from '../fuse/binding'
 import { FastNames } from '../fuse/fast-names'
 import type { MountOptions } from '../fuse/options'
 import { CliError } from './errors'
+import { sinkOf } from './log'
 import { removeStandIn, standInOf } from './stand-in'
 import { mountIdsAt, mountIdsAtAsync, type ValidatedLayers } from './validate'
 
@@ -72,11 +73,14 @@ export function startedByDaemonize (): boolean {
  */
 function daemonStderr (logFd: number | undefined): number | 'ignore' {
   if (logFd !== undefined) return logFd
+  let fd: number | undefined
   try {
-    return fs.openSync('/dev/kmsg', 'w')
-  } catch {
-    return 'ignore'
-  }
+    // Write-only, never created: where /dev is writable but has no kmsg (a container), no file appears.
+    fd = fs.openSync('/dev/kmsg', fs.constants.O_WRONLY | fs.constants.O_NOCTTY)
+    if (sinkOf(fd) === 'kmsg') return fd
+  } catch {}
+  if (fd !== undefined) fs.closeSync(fd)
+  return 'ignore'
 }
 
 /**
