@@ -37,7 +37,7 @@ function readable (rec: Record<string, unknown>): { label: string, text: string 
 }
 
 /** One record for the kernel's log, cut to what one write may carry, its line breaks shown as ` | `. */
-function kmsgLine (label: string, text: string): string {
+export function kmsgLine (label: string, text: string): string {
   const line = `<${KMSG_PRIORITY[label] ?? 4}>ovlfs[${process.pid}]: ${text.replace(/\n/g, ' | ')}`
   // The newline ends the record: without it the kernel holds it open for a continuation, and readers see it late.
   return (Buffer.byteLength(line) <= KMSG_MAX ? line : Buffer.from(line).subarray(0, KMSG_MAX).toString('utf8').replace(/\uFFFD$/, '') + '...') + '\n'
