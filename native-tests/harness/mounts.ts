@@ -88,7 +88,7 @@ export async function mountFuse (o: Overlay, extraOpts = '', command: string[] =
  * after 15 s); kill() ends the daemon at once (SIGKILL, by the pid spawned here), which aborts
  * the mount's connection so that requests it never answered fail instead of waiting forever.
  */
-export async function mountForeground (mnt: string, opts: string, log: string, flags: string[], env: NodeJS.ProcessEnv = {}): Promise<{ stop: () => Promise<void>, kill: () => void }> {
+export async function mountForeground (mnt: string, opts: string, log: string, flags: string[], env: NodeJS.ProcessEnv = {}): Promise<{ stop: () => Promise<void>, kill: () => void, pid: number }> {
   const [cmd, ...args] = fuseCommand()
   const fd = fs.openSync(log, 'w')
   const daemon = spawn(cmd!, [...args, '-f', ...flags, '-o', opts, mnt], { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } })
@@ -106,7 +106,7 @@ export async function mountForeground (mnt: string, opts: string, log: string, f
     await stop()
     throw new Error(`ovlfs did not mount ${mnt}: ${fs.readFileSync(log, 'utf8')}`)
   }
-  return { stop, kill }
+  return { stop, kill, pid: daemon.pid! }
 }
 
 /** Mount points (and fs types) of this mount namespace. */

@@ -165,6 +165,8 @@ export async function serve (req: ServeRequest): Promise<number> {
     fuse = new FuseMount(layers.mountpoint, ops, {
       fsname: options.fsname ?? 'ovlfs', subtype: 'ovlfs', extraOptions: fuseOptions(options), nullpathOk: true, timeout: false,
       cacheDirs: cacheDirs(options), noOpendir: process.env.OVLFS_NO_OPENDIR !== '0',
+      // Without an upper layer nothing is copied up: reads may go to the layer's file in the kernel.
+      passthrough: layers.upperdir === undefined && process.env.OVLFS_PASSTHROUGH !== '0',
     })
     engine.onAttrsChanged = (ino, listing) => { fuse.invalidateIno(ino, listing === true) }
     await fuse.mount()
@@ -194,6 +196,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       log.info(fuse.threadStats(), 'libfuse threads')
       // Directories the kernel opened without OPENDIR (patch item 31).
       log.info(fuse.nodirStats(), 'directories without OPENDIR')
+      // Opens the kernel reads from the layer's file itself (patch item 32).
+      log.info(fuse.ptStats(), 'passthrough')
       engine.close()
       if (standIn !== undefined && !removeStandIn(standIn)) log.warn({ standIn }, 'the empty stand-in lowerdir could not be removed')
       log.info({ why, ...process.memoryUsage() }, 'unmounted')

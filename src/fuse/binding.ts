@@ -229,6 +229,14 @@ export interface FuseMountOptions {
    */
   noOpendir?: boolean;
   /**
+   * Read-only opens of lower files the addon opened (item 19) are answered
+   * with that file as their backing file (patch item 32, FUSE passthrough,
+   * Linux 6.9+, root): the kernel reads and maps it without the daemon. Only
+   * for a mount without an upper layer: on a writable mount a file opened
+   * read-only must follow its copy-up. Default false.
+   */
+  passthrough?: boolean;
+  /**
    * Per-request timeout in ms after which fuse-native answers ETIMEDOUT and
    * drops the handler's late answer. Default false (none): a slow copy-up must
    * not turn into a spurious error with a leaked handle.
@@ -325,6 +333,7 @@ export class FuseMount {
       nullpathOk: options.nullpathOk ?? false,
       cacheDirs: options.cacheDirs ?? false,
       noOpendir: options.noOpendir ?? false,
+      passthrough: options.passthrough ?? false,
       timeout: options.timeout ?? false,
       force: false,
       mkdir: false,
@@ -410,6 +419,16 @@ export class FuseMount {
   nodirStats(): { offered: boolean, handles: number, kept: number } {
     const [offered = 0, handles = 0, kept = 0] = this.fuse.nodirStats();
     return { offered: offered === 1, handles, kept };
+  }
+
+  /**
+   * Passthrough (patch item 32, option passthrough): whether the kernel took
+   * it at INIT, opens answered with a backing file, backing files
+   * registered, and registrations the kernel refused (process-wide).
+   */
+  ptStats(): { on: boolean, opens: number, backings: number, refused: number } {
+    const [on = 0, opens = 0, backings = 0, refused = 0] = this.fuse.ptStats();
+    return { on: on === 1, opens, backings, refused };
   }
 
   /** Lend handle fh's fd for writes by root on libfuse's thread (patch item 23); fd -1 takes it back. */

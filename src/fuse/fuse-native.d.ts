@@ -18,6 +18,8 @@ declare module 'fuse-native' {
       cacheDirs?: boolean
       /** patched (item 31): with cacheDirs, the kernel opens directories without OPENDIR. */
       noOpendir?: boolean
+      /** patched (item 32): read-only opens of lower files answered with a backing file (FUSE passthrough); only without an upper layer. */
+      passthrough?: boolean
     }
 
     interface RawContext {
@@ -52,6 +54,8 @@ declare module 'fuse-native' {
     threadStats(): number[]
     /** patched (item 31): [the kernel offered opens without OPENDIR (0/1), directory requests given a handle by the addon, READDIRs that went on in a kept listing], process-wide. */
     nodirStats(): number[]
+    /** patched (item 32): [passthrough on (0/1), opens answered with a backing file, backing files registered, registrations refused], process-wide. */
+    ptStats(): number[]
     /** patched (item 23): lend handle fh's fd for writes by root on libfuse's thread; fd -1 takes it back. */
     fastLend(fh: number, fd: number): boolean
     /** ovlfs patch item 25: let the addon create files in the upper layer of this record head (null: stop). */
