@@ -12,9 +12,11 @@ const FSTYPE = { kernel: 'overlay', 'fuse-overlayfs': 'fuse.fuse-overlayfs', ovl
 /** Live mounts of ours: mnt -> { impl, pid }. */
 const active = new Map()
 
+/** The -o list; without `upper` a read-only overlay of the lowers alone. */
 function optionString (lowers, upper, work) {
   const esc = (p) => p.replace(/\\/g, '\\\\').replace(/:/g, '\\:').replace(/,/g, '\\,')
-  return `lowerdir=${lowers.map(esc).join(':')},upperdir=${esc(upper)},workdir=${esc(work)}`
+  const lower = `lowerdir=${lowers.map(esc).join(':')}`
+  return upper == null ? lower : `${lower},upperdir=${esc(upper)},workdir=${esc(work)}`
 }
 
 /** The command line that mounts `impl`. */

@@ -200,7 +200,8 @@ async function runOne ({ w, impl, run, ds, manifest, runDir, halves, o }) {
     return r
   }
   try {
-    const { pid } = await mount(impl, { lowers, upper, work, mnt, ovlfsCli: o.ovlfs, timeoutMs: Math.min(120_000, left()) })
+    // readOnly workloads: no upper layer (each implementation's read-only overlay; ovlfs's passthrough, patch item 32).
+    const { pid } = await mount(impl, { lowers, upper: w.readOnly ? null : upper, work, mnt, ovlfsCli: o.ovlfs, timeoutMs: Math.min(120_000, left()) })
     rec.pid = pid
     if (w.prep) await step('warm-up', w.prep(ctx))
     if (w.cold) await dropCaches(tmp)
@@ -347,7 +348,7 @@ async function main () {
   const json = {
     meta: { ...meta, totalSeconds: seconds, options: { quick: o.quick, runs: o.runs, timeoutSeconds: o.timeout, impls: o.impls, only: o.only, retryTimeouts: o.retryTimeouts } },
     dataset: { dir: dsDir, manifest, tarHalves: split },
-    workloads: workloads.map(w => ({ name: w.name, core: w.core, stack: w.stack, cold: !!w.cold, what: w.what })),
+    workloads: workloads.map(w => ({ name: w.name, core: w.core, stack: w.stack, readOnly: !!w.readOnly, cold: !!w.cold, what: w.what })),
     summary,
     linearity: lin,
     mismatches: mism,
