@@ -19,7 +19,7 @@ const USAGE = `usage:
   ovlfs [-f] [-d] [--log-level LEVEL] [--log-file FILE] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
   ovlfs SOURCE MOUNTPOINT -o OPTS            (the form mount.fuse uses)
   ovlfs layers [--docker-root DIR] REF [--json]
-  ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force]`
+  ovlfs mount-image [--docker-root DIR] REF MOUNTPOINT [--rw] [--upper DIR --work DIR] [--force] [--log-level LEVEL] [--log-file FILE]`
 
 interface MountArgs {
   foreground: boolean
