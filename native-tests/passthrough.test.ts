@@ -14,7 +14,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, symlink, type Layer } from './harness/layers'
-import { mountForeground, removeTree, tempDir, unmountAll } from './harness/mounts'
+import { mountForeground, mountKernelLowers, removeTree, tempDir, unmount, unmountAll } from './harness/mounts'
 
 afterAll(unmountAll)
 
@@ -104,16 +104,6 @@ describe('passthrough (patch item 32)', () => {
   fs.mkdirSync(ref)
   afterAll(() => removeTree(root))
 
-  /** The kernel's overlayfs of the same layers, read-only (no upper layer): the reference. */
-  const mountKernelRo = (): void => {
-    const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lowers.join(':')}`, ref], { encoding: 'utf8' })
-    expect(r.status, `mount -t overlay: ${r.stderr}`).toBe(0)
-  }
-  const umountKernel = (): void => {
-    const r = spawnSync('umount', [ref], { encoding: 'utf8' })
-    expect(r.status, `umount ${ref}: ${r.stderr}`).toBe(0)
-  }
-
   const read = (mnt: string): void => {
     const r = spawnSync('python3', ['-c', READER, mnt, ref, JSON.stringify(names)], { encoding: 'utf8', timeout: 120_000 })
     expect(r.status, `reader: ${r.stderr}`).toBe(0)
@@ -145,7 +135,7 @@ describe('passthrough (patch item 32)', () => {
   }
 
   it('a mount without an upper layer: the kernel reads the layer files itself, with the same bytes as the kernel overlayfs', async () => {
-    mountKernelRo()
+    mountKernelLowers(lowers, ref) // the reference
     try {
       const on = await run('on', `lowerdir=${lowers.join(':')}`, {})
       expect(on.stats.on, 'the kernel took passthrough at INIT').toBe(true)
@@ -162,12 +152,12 @@ describe('passthrough (patch item 32)', () => {
       // Here the daemon reads the data (the first of the 8 reads at least; the rest come from FUSE's page cache).
       expect(off.daemonRead).toBeGreaterThanOrEqual(BIG)
     } finally {
-      umountKernel()
+      await unmount(ref)
     }
   })
 
   it('a mount with an upper layer has no passthrough: a file open read-only follows its copy-up', async () => {
-    mountKernelRo()
+    mountKernelLowers(lowers, ref) // the reference
     const upper = path.join(root, 'upper-rw')
     const work = path.join(root, 'work-rw')
     fs.mkdirSync(upper)
@@ -176,7 +166,7 @@ describe('passthrough (patch item 32)', () => {
       const rw = await run('rw', `lowerdir=${lowers.join(':')},upperdir=${upper},workdir=${work}`, {})
       expect(rw.stats).toEqual({ ...rw.stats, on: false, opens: 0, backings: 0 })
     } finally {
-      umountKernel()
+      await unmount(ref)
     }
   })
 })

@@ -46,8 +46,12 @@ export function fuseCommand (): string[] {
   return [process.execPath, CLI]
 }
 
+function lowerOpt (lowers: readonly string[]): string {
+  return `lowerdir=${lowers.map(l => l.replace(/\\/g, '\\\\').replace(/:/g, '\\:')).join(':')}`
+}
+
 function overlayOpts (o: Overlay): string {
-  return `lowerdir=${o.lowers.map(l => l.replace(/\\/g, '\\\\').replace(/:/g, '\\:')).join(':')},upperdir=${o.upper},workdir=${o.work}`
+  return `${lowerOpt(o.lowers)},upperdir=${o.upper},workdir=${o.work}`
 }
 
 /** `kernelOpts`: KERNEL_OPTS, or KERNEL_USERXATTR_OPTS in a user namespace. */
@@ -56,6 +60,13 @@ export function mountKernel (o: Overlay, kernelOpts = KERNEL_OPTS): void {
   const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', opts, o.mnt], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`kernel overlay mount failed: ${r.stderr || r.error}`)
   remember(o.mnt, 'kernel')
+}
+
+/** The kernel's overlayfs of `lowers` (top first) alone: read-only, no upper layer. */
+export function mountKernelLowers (lowers: readonly string[], mnt: string): void {
+  const r = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', lowerOpt(lowers), mnt], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`kernel overlay mount failed: ${r.stderr || r.error}`)
+  remember(mnt, 'kernel')
 }
 
 /**

@@ -73,11 +73,12 @@ export function reportFatal (err: unknown, origin: string, fd = 2): void {
   const stack = err instanceof Error ? (err.stack ?? String(err)) : String(err)
   const head = `internal error (${origin}): the daemon stops; the mount answers ENOTCONN until unmounted (fusermount -u)`
   try {
-    if (sinkOf(fd) === 'kmsg') {
+    const sink = sinkOf(fd)
+    if (sink === 'kmsg') {
       fs.writeSync(fd, kmsgLine('fatal', head))
       for (const l of stack.split('\n').slice(0, 8)) fs.writeSync(fd, kmsgLine('fatal', l.trim()))
     } else {
-      fs.writeSync(fd, sinkOf(fd) === 'tty' ? `ovlfs fatal: ${head}\n` : JSON.stringify({ level: 60, time: Date.now(), pid: process.pid, msg: head, stack }) + '\n')
+      fs.writeSync(fd, sink === 'tty' ? `ovlfs fatal: ${head}\n` : JSON.stringify({ level: 60, time: Date.now(), pid: process.pid, msg: head, stack }) + '\n')
     }
   } catch {}
 }

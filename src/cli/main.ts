@@ -87,9 +87,10 @@ async function mountMain (argv: readonly string[]): Promise<number> {
     for (const o of options.unimplemented) process.stderr.write(`ovlfs: warning: option ${printable(o)} is not implemented yet; ignored\n`)
     for (const o of options.unknown) process.stderr.write(`ovlfs: warning: unknown option ${printable(o)} ignored\n`)
   }
-  // The daemon's stderr is the log file already (daemonize), or the kernel's log.
-  const logFd = args.logFile !== undefined && !args.daemon ? openLogFile(args.logFile) : 2
-  if (!args.foreground && !args.daemon) return await daemonize(argv, __filename, logFd === 2 ? undefined : logFd)
+  // A daemon's stderr is the log file already (daemonize), or the kernel's log.
+  const logFile = args.logFile !== undefined && !args.daemon ? openLogFile(args.logFile) : undefined
+  if (!args.foreground && !args.daemon) return await daemonize(argv, __filename, logFile)
+  const logFd = logFile ?? 2
   const log = makeLogger(args.level, logFd)
   process.on('uncaughtExceptionMonitor', (err, origin) => reportFatal(err, origin, logFd))
   return await serve({ layers, options, mapping, log, daemon: args.daemon })
