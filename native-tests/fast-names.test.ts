@@ -288,4 +288,52 @@ print(json.dumps(out))
     expect(stats.absent).toBeGreaterThanOrEqual(20)
     removeTree(root)
   })
+
+  it('hold a listing larger than the room left in the table: it is put again after emptying the table, and every name is found', async () => {
+    // The addon holds 2^18 names. After a listing of 140,000 names, one of another 140,000 does not
+    // fit: its later parts are refused (without emptying the table, which would leave the earlier
+    // parts of it out), and it is handed over again from the start, emptying the table first. The
+    // table must never claim a listing complete without all of its names: a name missing from a
+    // complete listing would be ENOENT.
+    const root = tempDir('ovlfs-fast-big-')
+    const low = path.join(root, 'low')
+    const N = 140_000
+    const made = spawnSync('python3', ['-c', `
+import os, sys
+for d in ('a', 'b'):
+    os.makedirs(os.path.join(sys.argv[1], d))
+    for i in range(int(sys.argv[2])):
+        os.close(os.open(os.path.join(sys.argv[1], d, 'n%06d' % i), os.O_CREAT | os.O_WRONLY, 0o644))
+`, low, String(N)], { encoding: 'utf8' })
+    expect(made.status, made.stderr).toBe(0)
+    const upper = path.join(root, 'upper')
+    const work = path.join(root, 'work')
+    const mnt = path.join(root, 'mnt')
+    for (const d of [upper, work, mnt]) fs.mkdirSync(d)
+    const log = path.join(root, 'daemon.log')
+    const daemon = await mountForeground(mnt, `lowerdir=${low},upperdir=${upper},workdir=${work}`, log, ['--log-level=info'])
+    try {
+      for (const d of ['a', 'b']) {
+        const ls = spawnSync('ls', ['-f', path.join(mnt, d)], { encoding: 'utf8', maxBuffer: 64 << 20 })
+        expect(ls.status, ls.stderr).toBe(0)
+        expect(ls.stdout.split('\n').filter(n => n !== '').length).toBe(N + 2)
+      }
+      let missing = 0
+      for (let i = 0; i < N; i++) if (!fs.existsSync(path.join(mnt, 'b', `n${String(i).padStart(6, '0')}`))) missing++
+      expect(missing).toBe(0)
+      for (let i = 0; i < 100; i++) expect(fs.existsSync(path.join(mnt, 'b', `x${i}`))).toBe(false)
+      expect(fs.existsSync(path.join(mnt, 'a', 'n000123'))).toBe(true)
+    } finally {
+      await daemon.stop()
+    }
+    const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
+    expect(line, `no "fast names" line in ${log}`).toBeDefined()
+    const stats = JSON.parse(line!) as { held: number, answered: number, absent: number }
+    // b's names went in again after the table was emptied: it holds b's listing, not a's too.
+    expect(stats.held).toBeLessThan(N + 20_000 + 1000)
+    expect(stats.held).toBeGreaterThanOrEqual(N)
+    expect(stats.answered).toBeGreaterThanOrEqual(N)
+    expect(stats.absent).toBeGreaterThanOrEqual(100)
+    removeTree(root)
+  }, 300_000)
 })

@@ -27,7 +27,7 @@ function makeDir (name: string, n: number): string {
 describe('DirIndex', () => {
   it('answers names, types and inode numbers from one read', async () => {
     const d = makeDir('a', 50)
-    const reads = vi.spyOn(sys, 'readdirIno')
+    const reads = vi.spyOn(sys, 'readdirRaw')
     const idx = new DirIndex(1000)
     const l = await idx.get(d)
     expect(l).toBeInstanceOf(CompactListing)
@@ -43,7 +43,7 @@ describe('DirIndex', () => {
 
   it('reads a directory larger than the bound once, then answers null without reading it again', async () => {
     const d = makeDir('big', 30)
-    const reads = vi.spyOn(sys, 'readdirIno')
+    const reads = vi.spyOn(sys, 'readdirRaw')
     const idx = new DirIndex(10)
     for (let i = 0; i < 50; i++) expect(await idx.get(d)).toBeNull()
     expect(reads).toHaveBeenCalledTimes(1)
@@ -52,7 +52,7 @@ describe('DirIndex', () => {
   it('stops re-reading directories that keep evicting each other (working set over the bound)', async () => {
     const a = makeDir('a', 30)
     const b = makeDir('b', 30)
-    const reads = vi.spyOn(sys, 'readdirIno')
+    const reads = vi.spyOn(sys, 'readdirRaw')
     const idx = new DirIndex(40)
     for (let i = 0; i < 100; i++) {
       await idx.get(a)

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
 import type { MaybePromise } from './maybe'
-import { readdirIno, type DirentIno } from '../native/sys'
+import { direntCount, eachDirent, readdirRaw } from '../native/sys'
 
 /** File type of a directory entry, as readdir reports it (d_type). */
 export type EntryType = 'file' | 'dir' | 'symlink' | 'chr' | 'blk' | 'fifo' | 'sock' | 'unknown'
@@ -17,49 +17,38 @@ export interface EntryInfo {
   readonly ino: number
 }
 
-/** What lookups and merged listings need of one layer's directory (a Map fits it). */
-export interface Listing {
-  readonly size: number
-  get: (name: string) => EntryInfo | undefined
-  has: (name: string) => boolean
-  [Symbol.iterator]: () => IterableIterator<[string, EntryInfo]>
-}
-
 /** Read a real directory: every entry with its type and inode number, in one pass. */
-export async function listDir (dir: string): Promise<Map<string, EntryInfo>> {
-  const m = new Map<string, EntryInfo>()
-  for (const d of await readdirIno(dir)) m.set(d.name, info(d))
-  return m
-}
-
-function info (d: DirentIno): EntryInfo {
-  return { type: dtType(d.type), ino: Number(d.ino) }
+export async function listDir (dir: string): Promise<CompactListing> {
+  return new CompactListing(await readdirRaw(dir))
 }
 
 /**
- * A lower directory's listing in a compact form for the cache: one Map from
- * name to position (small integers, no object per entry) and the types and
- * inode numbers in typed arrays; about 40–60 bytes per entry with the name.
- * Lookups are one Map probe.
+ * One layer's directory listing in a compact form (the cache holds these,
+ * and merges read them): one Map from name to position (small integers, no
+ * object per entry) and the types and inode numbers in typed arrays; about
+ * 40–60 bytes per entry with the name. Lookups are one Map probe; a merge
+ * reads entry i by position (nameAt, dtAt, inoAt) without allocating.
  */
-export class CompactListing implements Listing {
+export class CompactListing {
   private readonly index = new Map<string, number>()
   private readonly names: string[]
   private readonly types: Uint8Array
   private readonly inos: Float64Array
 
-  constructor (entries: readonly DirentIno[]) {
-    const n = entries.length
+  /** From readdirRaw's answer. */
+  constructor (raw: Buffer) {
+    const n = direntCount(raw)
     this.names = new Array<string>(n)
     this.types = new Uint8Array(n)
     this.inos = new Float64Array(n)
-    for (let i = 0; i < n; i++) {
-      const d = entries[i] as DirentIno
-      this.names[i] = d.name
-      this.types[i] = d.type
-      this.inos[i] = Number(d.ino)
-      this.index.set(d.name, i)
-    }
+    let i = 0
+    eachDirent(raw, (name, type, ino) => {
+      this.names[i] = name
+      this.types[i] = type
+      this.inos[i] = ino
+      this.index.set(name, i)
+      i++
+    })
   }
 
   get size (): number {
@@ -79,6 +68,21 @@ export class CompactListing implements Listing {
   get (name: string): EntryInfo | undefined {
     const i = this.index.get(name)
     return i === undefined ? undefined : { type: dtType(this.types[i] as number), ino: this.inos[i] as number }
+  }
+
+  /** Entry i's name (0 <= i < size). */
+  nameAt (i: number): string {
+    return this.names[i] as string
+  }
+
+  /** Entry i's d_type (DT_* number). */
+  dtAt (i: number): number {
+    return this.types[i] as number
+  }
+
+  /** Entry i's d_ino. */
+  inoAt (i: number): number {
+    return this.inos[i] as number
   }
 
   * [Symbol.iterator] (): IterableIterator<[string, EntryInfo]> {
@@ -139,17 +143,17 @@ export class DirIndex {
   private async load (dir: string): Promise<CompactListing | null> {
     const times = (this.loads.get(dir) ?? 0) + 1
     this.loads.set(dir, times)
-    let entries: DirentIno[]
+    let raw: Buffer
     try {
-      entries = await readdirIno(dir)
+      raw = await readdirRaw(dir)
     } catch {
       return null
     }
-    if (entries.length > this.maxEntries || times > 3) {
+    if (direntCount(raw) > this.maxEntries || times > 3) {
       this.uncacheable.set(dir, true)
       return null
     }
-    const m = new CompactListing(entries)
+    const m = new CompactListing(raw)
     this.cache.set(dir, m)
     return m
   }

@@ -17,7 +17,7 @@ import type { XattrPermissions } from './mapping'
 import { OverrideStat } from './override-stat'
 import { Lookup, type Hit, type Node, dataInUpper, dataPath, hitPath } from './lookup'
 import { type MaybePromise, andThen } from './maybe'
-import { isEmptyDir, mergedEntries, type DirEntry } from './readdir'
+import { isEmptyDir, mergedListing, type DirEntry, type MergedListing } from './readdir'
 import { readRedirect, redirectForRename } from './redirect'
 import { aufsWhiteoutName, isWhiteoutName, isWhiteoutStat, type WhiteoutStyle } from './whiteout'
 import { WorkDir, removeEntries } from './workdir'
@@ -252,9 +252,14 @@ export class Engine {
   }
 
   async readdir (path: string): Promise<DirEntry[]> {
+    return (await this.listing(path)).toArray()
+  }
+
+  /** The merged listing of a directory, by column (readdir.ts); readdir() as entries. */
+  async listing (path: string): Promise<MergedListing> {
     const node = await this.lookup.get(path)
     if (!node.isDir) throw new OvlError('ENOTDIR', `not a directory: ${path || '/'}`)
-    return await mergedEntries(this.lookup, node)
+    return await mergedListing(this.lookup, node)
   }
 
   /**
@@ -264,14 +269,13 @@ export class Engine {
    * getdents, no syscall per entry); one from the upper layer may carry an
    * origin record, so it is looked up.
    */
-  async readdirWithIno (path: string): Promise<DirEntry[]> {
-    const out = await this.readdir(path)
+  async readdirWithIno (path: string): Promise<MergedListing> {
+    const out = await this.listing(path)
     const fromUpper: number[] = []
-    out.forEach((e, i) => { if (e.hit.layer.isUpper) fromUpper.push(i) })
+    for (let i = 0; i < out.length; i++) if (out.hit(i).layer.isUpper) fromUpper.push(i)
     await mapLimit(fromUpper, 64, async (i) => {
-      const e = out[i] as DirEntry
-      const child = await this.lookup.resolve(joinPath(path, e.name)).catch(() => null)
-      if (child !== null && child.ino !== e.ino) out[i] = { ...e, ino: child.ino }
+      const child = await this.lookup.resolve(joinPath(path, out.name(i))).catch(() => null)
+      if (child !== null) out.setIno(i, child.ino)
     })
     return out
   }

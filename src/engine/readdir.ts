@@ -1,7 +1,7 @@
-import { dtType, listDir, type EntryType, type Listing } from './dir-index'
+import { CompactListing, dtType, listDir, type EntryType } from './dir-index'
 import type { Lookup, Node, Hit } from './lookup'
 import { hitPath } from './lookup'
-import { UNREPRESENTABLE_PREFIX } from '../native/sys'
+import { DT_CHR, DT_UNKNOWN, UNREPRESENTABLE_PREFIX } from '../native/sys'
 import { isWhiteoutName, isWhiteoutStat, whiteoutTarget } from './whiteout'
 
 export interface DirEntry {
@@ -14,47 +14,132 @@ export interface DirEntry {
 }
 
 /**
+ * A merged directory listing, held by column: entry i's name (the layer
+ * listing's own string), d_type, merged st_ino and the layer it comes from.
+ * A listing of 200,000 names is these arrays, not 200,000 objects: readdir
+ * packs it for the kernel and fast names hands it to the addon by position.
+ */
+export class MergedListing {
+  constructor (
+    /** The directory in each layer merged, top first (Node.dirs). */
+    readonly dirs: readonly Hit[],
+    private readonly names: readonly string[],
+    private readonly dts: Uint8Array,
+    private readonly inos: Float64Array,
+    /** Entry i comes from dirs[from[i]]. */
+    private readonly from: Uint16Array,
+    readonly length: number,
+  ) {}
+
+  name (i: number): string {
+    return this.names[i] as string
+  }
+
+  /** d_type (DT_* number). */
+  dt (i: number): number {
+    return this.dts[i] as number
+  }
+
+  type (i: number): EntryType {
+    return dtType(this.dts[i] as number)
+  }
+
+  ino (i: number): number {
+    return this.inos[i] as number
+  }
+
+  setIno (i: number, ino: number): void {
+    this.inos[i] = ino
+  }
+
+  /** The directory entry i comes from (one of dirs). */
+  hit (i: number): Hit {
+    return this.dirs[this.from[i] as number] as Hit
+  }
+
+  entry (i: number): DirEntry {
+    return { name: this.name(i), type: this.type(i), hit: this.hit(i), ino: this.ino(i) }
+  }
+
+  toArray (): DirEntry[] {
+    const out: DirEntry[] = []
+    for (let i = 0; i < this.length; i++) out.push(this.entry(i))
+    return out
+  }
+
+  * [Symbol.iterator] (): IterableIterator<DirEntry> {
+    for (let i = 0; i < this.length; i++) yield this.entry(i)
+  }
+}
+
+/**
  * The merged listing of a directory: every layer merged into it, top first;
  * a name shows once, from the highest layer holding it; whiteouts (char 0/0
  * and `.wh.NAME`, the latter hiding NAME only in layers below its own) and
  * every `.wh.*` name are left out. `.` and `..` are added by the FUSE adapter.
  */
-export async function mergedEntries (lookup: Lookup, dir: Node): Promise<DirEntry[]> {
-  return (await merge(lookup, dir)).entries
+export async function mergedListing (lookup: Lookup, dir: Node): Promise<MergedListing> {
+  return (await merge(lookup, dir)).listing
 }
 
-/** The merged listing, and whether some layer also holds names that cannot be listed (not UTF-8). */
-async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[], unrepresentable: boolean }> {
-  const seen = new Set<string>()
-  const out: DirEntry[] = []
-  let unrepresentable = false
+/**
+ * The merged listing, and whether some layer also holds names that cannot be
+ * listed (not UTF-8). A name of layer i is hidden when a layer above holds
+ * it (in any form: entry or whiteout) or a `.wh.` of it: the layers above
+ * are probed, so that no set of every name seen is built.
+ */
+async function merge (lookup: Lookup, dir: Node): Promise<{ listing: MergedListing, unrepresentable: boolean }> {
+  const layers: CompactListing[] = []
+  let bound = 0
   for (const hit of dir.dirs) {
-    const listing = await listLayerDir(lookup, hit)
-    const hiddenBelow: string[] = []
-    for (const [name, { type, ino }] of listing) {
+    const l = await listLayerDir(lookup, hit)
+    layers.push(l)
+    bound += l.size
+  }
+  const names: string[] = []
+  const dts = new Uint8Array(bound)
+  const inos = new Float64Array(bound)
+  const from = new Uint16Array(bound)
+  /** Names a `.wh.NAME` in a layer above hides. */
+  const hiddenBelow = new Set<string>()
+  let unrepresentable = false
+  for (let li = 0; li < layers.length; li++) {
+    const listing = layers[li] as CompactListing
+    const hit = dir.dirs[li] as Hit
+    const targets: string[] = []
+    for (let i = 0; i < listing.size; i++) {
+      const name = listing.nameAt(i)
       if (name.startsWith(UNREPRESENTABLE_PREFIX)) {
         unrepresentable = true
         continue
       }
       if (isWhiteoutName(name)) {
         const target = whiteoutTarget(name)
-        if (target !== undefined) hiddenBelow.push(target)
+        if (target !== undefined) targets.push(target)
         continue
       }
-      if (seen.has(name)) continue
-      seen.add(name)
+      if (hiddenBelow.has(name) || heldAbove(layers, li, name)) continue
       // Without d_type (DT_UNKNOWN) only lstat tells a whiteout; the entry is listed with its real type then.
-      let t = type
-      if (t === 'chr' || t === 'unknown') {
-        const real = await lstatType(lookup, hit, name)
+      let dt = listing.dtAt(i)
+      if (dt === DT_CHR || dt === DT_UNKNOWN) {
+        const real = await lstatDt(lookup, hit, name)
         if (real === 'whiteout') continue
-        if (real !== undefined) t = real
+        if (real !== undefined) dt = real
       }
-      out.push({ name, type: t, hit, ino: lookup.inodes.mapNumber(hit.layer.dev, ino) })
+      const at = names.length
+      names.push(name)
+      dts[at] = dt
+      inos[at] = lookup.inodes.mapNumber(hit.layer.dev, listing.inoAt(i))
+      from[at] = li
     }
-    for (const name of hiddenBelow) seen.add(name)
+    for (const name of targets) hiddenBelow.add(name)
   }
-  return { entries: out, unrepresentable }
+  return { listing: new MergedListing(dir.dirs, names, dts, inos, from, names.length), unrepresentable }
+}
+
+function heldAbove (layers: readonly CompactListing[], li: number, name: string): boolean {
+  for (let j = 0; j < li; j++) if ((layers[j] as CompactListing).has(name)) return true
+  return false
 }
 
 /**
@@ -63,11 +148,11 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ entries: DirEntry[],
  * still count: a directory holding one is not empty, as on the kernel.
  */
 export async function isEmptyDir (lookup: Lookup, dir: Node): Promise<boolean> {
-  const { entries, unrepresentable } = await merge(lookup, dir)
-  return entries.length === 0 && !unrepresentable
+  const { listing, unrepresentable } = await merge(lookup, dir)
+  return listing.length === 0 && !unrepresentable
 }
 
-async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
+async function listLayerDir (lookup: Lookup, hit: Hit): Promise<CompactListing> {
   const real = hitPath(hit)
   if (!hit.layer.isUpper) {
     const cached = await lookup.dirIndex.get(real)
@@ -76,15 +161,15 @@ async function listLayerDir (lookup: Lookup, hit: Hit): Promise<Listing> {
   return await listDir(real)
 }
 
-/** A layer entry's type from lstat ('whiteout' for char 0/0); undefined when it cannot be read. */
-async function lstatType (lookup: Lookup, dir: Hit, name: string): Promise<EntryType | 'whiteout' | undefined> {
+/** A layer entry's d_type from lstat ('whiteout' for char 0/0); undefined when it cannot be read. */
+async function lstatDt (lookup: Lookup, dir: Hit, name: string): Promise<number | 'whiteout' | undefined> {
   try {
     // Through layer-io: an upper directory emptied by rm -rf holds a whiteout per name, each an lstat here.
     const st = await lookup.io.lstat(dir.layer, hitPath(dir) + '/' + name)
     if (st === undefined) return undefined
     if (isWhiteoutStat(st)) return 'whiteout'
     // d_type is the file type bits of st_mode, shifted (DT_DIR = S_IFDIR >> 12, ...).
-    return dtType(Number(st.mode & 0o170000n) >> 12)
+    return Number(st.mode & 0o170000n) >> 12
   } catch {
     return undefined
   }

@@ -9,6 +9,7 @@ import { type CallerContext, type FuseOps, type FuseStat, type Timespec, packDir
 import type { FastNames } from './fast-names'
 
 const S_IFMT = 0o170000
+const S_IFDIR = 0o040000
 const { EBADF } = constants.errno
 const TYPE_MODE: Record<string, number> = {
   file: 0o100000, dir: 0o040000, symlink: 0o120000, chr: 0o020000, blk: 0o060000, fifo: 0o010000, sock: 0o140000, unknown: 0,
@@ -128,8 +129,13 @@ export function makeOps (engine: Engine, context: () => CallerContext, log: Logg
       run('readdir', path, async () => {
         const entries = await engine.readdirWithIno(p)
         const self = await engine.getattr(p)
-        const dots = [{ name: '.', ino: self.ino, type: 'dir' }, { name: '..', ino: self.ino, type: 'dir' }]
-        const packed = packDirents([...dots, ...entries], (e) => TYPE_MODE[e.type] ?? 0)
+        // '.' and '..' first (both with the directory's own st_ino), then the entries.
+        const packed = packDirents({
+          length: entries.length + 2,
+          name: (i) => i === 0 ? '.' : i === 1 ? '..' : entries.name(i - 2),
+          ino: (i) => i < 2 ? self.ino : entries.ino(i - 2),
+          mode: (i) => i < 2 ? S_IFDIR : TYPE_MODE[entries.type(i - 2)] ?? 0,
+        })
         fast?.listed(p, entries, gen, packed)
         return packed
       }, cb)

@@ -269,21 +269,31 @@ export class OvlfsFuse extends FuseNative {
   }
 }
 
+/** Entries to pack for readdir, by position. */
+export interface DirentSource {
+  readonly length: number;
+  name(i: number): string;
+  ino(i: number): number;
+  /** The mode (the type bits are what counts). */
+  mode(i: number): number;
+}
+
 /**
  * A directory listing as readdir's one-Buffer answer (patch item 18): per
  * entry uint32 ino low, ino high, mode (the type bits are what counts), the
  * name's length in bytes, then the name and a NUL, padded to 4 bytes.
  */
-export function packDirents<T extends { readonly name: string; readonly ino: number }>(entries: ReadonlyArray<T>, modeOf: (e: T) => number): Buffer {
+export function packDirents(entries: DirentSource): Buffer {
   let size = 0;
-  for (const e of entries) size += (16 + Buffer.byteLength(e.name) + 1 + 3) & ~3;
+  for (let i = 0; i < entries.length; i++) size += (16 + Buffer.byteLength(entries.name(i)) + 1 + 3) & ~3;
   const buf = Buffer.alloc(size);
   let pos = 0;
-  for (const e of entries) {
-    const len = buf.write(e.name, pos + 16);
-    buf.writeUInt32LE(e.ino % 0x100000000, pos);
-    buf.writeUInt32LE(Math.floor(e.ino / 0x100000000), pos + 4);
-    buf.writeUInt32LE(modeOf(e), pos + 8);
+  for (let i = 0; i < entries.length; i++) {
+    const ino = entries.ino(i);
+    const len = buf.write(entries.name(i), pos + 16);
+    buf.writeUInt32LE(ino % 0x100000000, pos);
+    buf.writeUInt32LE(Math.floor(ino / 0x100000000), pos + 4);
+    buf.writeUInt32LE(entries.mode(i), pos + 8);
     buf.writeUInt32LE(len, pos + 12);
     pos += (16 + len + 1 + 3) & ~3;
   }
@@ -396,8 +406,8 @@ export class FuseMount {
   }
 
   /** Fast names: hand over a listing's records; the table's epoch, or -1 if refused. */
-  fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number {
-    return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records);
+  fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer, epoch = -1): number {
+    return this.ended ? -1 : this.fuse.fastPut(gen, entryMs, attrMs, records, epoch);
   }
 
   /** Fast names: [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created, unlinks it made]. */

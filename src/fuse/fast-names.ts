@@ -4,7 +4,7 @@ import type { Engine } from '../engine/engine'
 import { type Layer, normPath, splitPath } from '../engine/layers'
 import type { OpenFile } from '../engine/handles'
 import type { Node } from '../engine/lookup'
-import type { DirEntry } from '../engine/readdir'
+import type { MergedListing } from '../engine/readdir'
 import type { FuseOps } from './binding'
 
 /**
@@ -69,7 +69,7 @@ import type { FuseOps } from './binding'
 export interface FastTable {
   fastClear: () => number
   fastChange: (records: Buffer) => number
-  fastPut: (gen: number, entryMs: number, attrMs: number, records: Buffer) => number
+  fastPut: (gen: number, entryMs: number, attrMs: number, records: Buffer, epoch?: number) => number
   fastStats: () => number[]
   fastMove: (path: string, ino: number, upperPath: string) => number
   fastLend: (fh: number, fd: number) => boolean
@@ -88,6 +88,8 @@ const MAX_DIRS = 1 << 16
 const MAX_PACKED_BYTES = 8 << 20
 /** Bytes of readdir answers kept (the oldest go first). */
 const MAX_LISTING_BYTES = 32 << 20
+/** The bytes of records handed to the addon at once when a listing is handed over (putListing). */
+const LISTING_CHUNK = 1 << 20
 const HEADER = 40
 const NO_REL = 0xffffffff
 
@@ -198,7 +200,7 @@ export class FastNames {
     this.asked.delete(dir)
     const gen = this.gen
     this.pending.add(dir)
-    this.engine.readdir(dir).then(
+    this.engine.listing(dir).then(
       (entries) => {
         this.pending.delete(dir)
         this.listed(dir, entries, gen)
@@ -217,31 +219,27 @@ export class FastNames {
 
   /**
    * A listing of `dir` (engine form) made from generation `gen`: hand it to
-   * the addon; `packed`, readdir's answer, is kept until the next change.
+   * the addon; `packed`, readdir's answer, goes with it (kind 5), or else JS
+   * keeps it; either way until the next change.
    */
-  listed (dir: string, entries: readonly DirEntry[], gen: number, packed?: Buffer): void {
+  listed (dir: string, entries: MergedListing, gen: number, packed?: Buffer): void {
     const t = this.table()
     if (t === undefined || gen !== this.gen) return
-    if (packed !== undefined && packed.length <= MAX_LISTING_BYTES) {
-      const had = this.listings.get(dir)
-      if (had !== undefined) {
-        this.listings.delete(dir)
-        this.listingBytes -= had.length
-      }
-      while (this.listingBytes + packed.length > MAX_LISTING_BYTES) {
-        const [oldest, buf] = this.listings.entries().next().value as [string, Buffer]
-        this.listings.delete(oldest)
-        this.listingBytes -= buf.length
-      }
-      this.listings.set(dir, packed)
-      this.listingBytes += packed.length
-    }
-    // A directory handed over before is handed over again (its readdir answer was dropped by a change in it).
-    if (entries.length > MAX_NAMES) return
-    const recs = this.records(dir, entries)
     // readdir's answer too, for the addon to give again (kind 5) until the next change.
-    if (packed !== undefined && packed.length <= MAX_PACKED_BYTES) recs.add(5, dirKey(dir), EMPTY_HEAD, packed)
-    if (this.put(t, gen, recs.done())) this.mark(dir)
+    const handOver = packed !== undefined && packed.length <= MAX_PACKED_BYTES ? packed : undefined
+    // A directory handed over before is handed over again (its readdir answer was dropped by a change in it).
+    const handed = entries.length <= MAX_NAMES && this.putListing(t, gen, dir, entries, handOver)
+    if (handed) this.mark(dir)
+    this.dropListing(dir)
+    // JS keeps readdir's answer where the addon does not: the addon answers the directory's readdir itself.
+    if (packed === undefined || (handed && handOver !== undefined) || packed.length > MAX_LISTING_BYTES) return
+    while (this.listingBytes + packed.length > MAX_LISTING_BYTES) {
+      const [oldest, buf] = this.listings.entries().next().value as [string, Buffer]
+      this.listings.delete(oldest)
+      this.listingBytes -= buf.length
+    }
+    this.listings.set(dir, packed)
+    this.listingBytes += packed.length
   }
 
   /**
@@ -278,12 +276,16 @@ export class FastNames {
   private put (t: FastTable, gen: number, records: Buffer): boolean {
     const epoch = t.fastPut(gen, this.timeoutMs, this.timeoutMs, records)
     if (epoch < 0) return false
-    // What it was given before is gone.
+    this.noticeEpoch(epoch)
+    return true
+  }
+
+  /** The addon's table is at `epoch`: if it emptied itself to make room, what it was given before is gone. */
+  private noticeEpoch (epoch: number): void {
     if (epoch !== this.epoch) {
       this.epoch = epoch
       this.given.clear()
     }
-    return true
   }
 
   /**
@@ -513,25 +515,60 @@ export class FastNames {
   }
 
   /**
-   * The records of fuse_native_fast_put for a listing: the directory's
-   * completeness, then one per name. A directory whose top is the last layer
-   * of its parent's merge cannot be merged itself (no layer below it holds
-   * the name), so its attributes are its lstat too.
+   * Hand a listing over (fuse_native_fast_put): one record per name, in
+   * puts of about LISTING_CHUNK bytes (the addon copies each; the records of
+   * 200,000 names in one Buffer, held beside that copy, made a large
+   * directory's listing the daemon's peak of memory); then, once every name
+   * is in, the directory's completeness (a name not in it does not exist)
+   * and readdir's answer. The first put may empty the table to make room;
+   * the others name its epoch, and are refused rather than empty it: a
+   * completeness never stands without the names put before it. A listing
+   * refused mid-way is begun again once (the names put stay valid: they
+   * are of this generation). false if refused.
+   *
+   * A directory whose top is the last layer of its parent's merge cannot be
+   * merged itself (no layer below it holds the name), so its attributes are
+   * its lstat too.
    */
-  private records (dir: string, entries: readonly DirEntry[]): Records {
-    const recs = new Records().add(2, dirKey(dir), EMPTY_HEAD)
+  private putListing (t: FastTable, gen: number, dir: string, entries: MergedListing, packed: Buffer | undefined): boolean {
+    const key = dirKey(dir)
     const parent = this.engine.lookup.getMaybe(dir)
     const last = parent instanceof Promise ? undefined : parent.dirs[parent.dirs.length - 1]
     const bottomKind = this.staticNlink ? 4 : 3
-    for (const e of entries) {
-      const key = dir + '/' + e.name
-      const layer = e.hit.layer
-      let kind = 0
-      if (!layer.isUpper && e.type !== 'unknown') kind = e.type !== 'dir' ? 1 : e.hit === last ? bottomKind : 0
-      // In the layer, the name is where its parent's part is: the merged path unless a redirect led elsewhere.
-      if (kind === 0 || !this.lowerRecord(recs, kind, key, layer, (e.hit.rel + '/' + e.name).slice(1))) recs.add(0, key, EMPTY_HEAD)
+    const recs = new Records(Math.min(LISTING_CHUNK, 256 + entries.length * 128) + (packed === undefined ? 0 : pad(HEADER + Buffer.byteLength(key) + packed.length)))
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let epoch = -1
+      const flush = (): boolean => {
+        const e = t.fastPut(gen, this.timeoutMs, this.timeoutMs, recs.done(), epoch)
+        recs.clear()
+        if (e < 0) return false
+        this.noticeEpoch(e)
+        epoch = e
+        return true
+      }
+      let i = 0
+      for (; i < entries.length; i++) {
+        const name = entries.name(i)
+        const hit = entries.hit(i)
+        const type = entries.type(i)
+        const path = dir + '/' + name
+        const layer = hit.layer
+        let kind = 0
+        if (!layer.isUpper && type !== 'unknown') kind = type !== 'dir' ? 1 : hit === last ? bottomKind : 0
+        // In the layer, the name is where its parent's part is: the merged path unless a redirect led elsewhere.
+        if (kind === 0 || !this.lowerRecord(recs, kind, path, layer, (hit.rel + '/' + name).slice(1))) recs.add(0, path, EMPTY_HEAD)
+        if (recs.length >= LISTING_CHUNK && !flush()) break
+      }
+      if (i < entries.length) {
+        if (gen !== this.gen) return false
+        continue
+      }
+      recs.add(2, key, EMPTY_HEAD)
+      if (packed !== undefined) recs.add(5, key, EMPTY_HEAD, packed)
+      if (flush()) return true
+      if (gen !== this.gen) return false
     }
-    return recs
+    return false
   }
 
   /** Add the record of an object the addon stats itself (at `rel` in `layer`); false when the layer does not allow it. */
@@ -604,14 +641,18 @@ function record (kind: number, key: string, head: Buffer, payload: string | Buff
 }
 
 /**
- * Records written one after another into one growing buffer: a listing of
- * 20,000 names is one allocation (doubling) instead of a Buffer per name and
- * a copy of them all, which made a large directory's listing the daemon's
- * peak of memory.
+ * Records written one after another into one buffer, grown by doubling and
+ * reused after clear(): a listing's puts are one allocation, not a Buffer
+ * per name.
  */
 class Records {
-  private buf = Buffer.allocUnsafe(1024)
+  private buf: Buffer
   private len = 0
+
+  /** `capacity`: the bytes expected (it grows past them if need be). */
+  constructor (capacity = 1024) {
+    this.buf = Buffer.allocUnsafe(Math.max(capacity, 64))
+  }
 
   add (kind: number, key: string, head: Buffer, payload: string | Buffer | null = null): this {
     const keyLen = Buffer.byteLength(key)
@@ -638,7 +679,16 @@ class Records {
     return this
   }
 
-  /** The records so far (a view of the buffer). */
+  get length (): number {
+    return this.len
+  }
+
+  /** Start again (the buffer is kept). */
+  clear (): void {
+    this.len = 0
+  }
+
+  /** The records so far (a view of the buffer, valid until the next add after clear()). */
   done (): Buffer {
     return this.buf.subarray(0, this.len)
   }

@@ -47,7 +47,7 @@ declare module 'fuse-native' {
     /** patched (item 21): apply changes name by name; the new generation. */
     fastChange(records: Buffer): number
     /** patched (item 17): hand over a listing's records; the table's epoch, or -1 if refused. */
-    fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer): number
+    fastPut(gen: number, entryMs: number, attrMs: number, records: Buffer, epoch?: number): number
     /** patched (items 17, 22, 23): [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds]. */
     fastStats(): number[]
     /** patched (item 30): [libfuse thread locals made, reused from ended threads, libfuse threads ended], process-wide. */

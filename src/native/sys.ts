@@ -271,19 +271,7 @@ export function statfs(p: PathLike): Promise<StatFs> {
   return run(p, undefined, (a) => a.statfs(p))
 }
 
-/** One directory entry with its d_type (DT_* number) and d_ino, as getdents reports them. */
-export interface DirentIno {
-  /**
-   * The name as UTF-8. A name that is not valid UTF-8 cannot cross the FUSE
-   * binding intact: it comes as UNREPRESENTABLE_PREFIX + its bytes in latin1,
-   * a string no lookup can ask for (names never hold NUL).
-   */
-  name: string
-  type: number
-  ino: bigint
-}
-
-/** Marks a name that is not valid UTF-8 (see DirentIno.name). */
+/** Marks a name that is not valid UTF-8 (see eachDirent). */
 export const UNREPRESENTABLE_PREFIX = '\0'
 
 export const DT_UNKNOWN = 0
@@ -295,13 +283,30 @@ export const DT_REG = 8
 export const DT_LNK = 10
 export const DT_SOCK = 12
 
-/** readdir(3) with inode numbers, in one pass on the pool ('.' and '..' left out). */
-export async function readdirIno(p: PathLike): Promise<DirentIno[]> {
-  const buf = await run(p, undefined, (a) => a.readdirIno(p))
-  const out: DirentIno[] = []
+/**
+ * readdir(3) with inode numbers, in one pass on the pool ('.' and '..' left
+ * out), undecoded: per entry a u64 d_ino (LE), a u8 d_type (DT_*), a u16
+ * name length (LE) and the name's bytes. eachDirent reads it; a listing of
+ * 100,000 names is one Buffer of about 2 MB, not 100,000 objects.
+ */
+export async function readdirRaw(p: PathLike): Promise<Buffer> {
+  return await run(p, undefined, (a) => a.readdirIno(p))
+}
+
+/**
+ * Calls `each` for every entry of a readdirRaw answer, in order, and returns
+ * how many there were. `ino` is d_ino as a number (exact below 2^53). The
+ * name is UTF-8; a name that is not valid UTF-8 cannot cross the FUSE
+ * binding intact, so it comes as UNREPRESENTABLE_PREFIX + its bytes in
+ * latin1, a string no lookup can ask for (names never hold NUL).
+ */
+export function eachDirent(buf: Buffer, each: (name: string, type: number, ino: number) => void): number {
+  let count = 0
   let i = 0
   while (i + 11 <= buf.length) {
-    const ino = buf.readBigUInt64LE(i)
+    const lo = buf.readUInt32LE(i)
+    const hi = buf.readUInt32LE(i + 4)
+    const ino = hi < 0x200000 ? hi * 0x100000000 + lo : Number(buf.readBigUInt64LE(i))
     const type = buf[i + 8] as number
     const n = buf.readUInt16LE(i + 9)
     let name = buf.toString('utf8', i + 11, i + 11 + n)
@@ -309,8 +314,16 @@ export async function readdirIno(p: PathLike): Promise<DirentIno[]> {
     if (name.includes('\ufffd') && !Buffer.from(name).equals(buf.subarray(i + 11, i + 11 + n))) {
       name = UNREPRESENTABLE_PREFIX + buf.toString('latin1', i + 11, i + 11 + n)
     }
-    out.push({ name, type, ino })
+    each(name, type, ino)
+    count++
     i += 11 + n
   }
-  return out
+  return count
+}
+
+/** How many entries a readdirRaw answer holds. */
+export function direntCount(buf: Buffer): number {
+  let count = 0
+  for (let i = 0; i + 11 <= buf.length; i += 11 + buf.readUInt16LE(i + 9)) count++
+  return count
 }
