@@ -107,3 +107,45 @@ describe('readdir', () => {
     expect(elapsed).toBeLessThan(10_000)
   })
 })
+
+describe('readdir merge against a model', () => {
+  // Random layers (upper + 1 to 7 lowers, so both ways of finding names held above are taken:
+  // probing the listings above, and a set of the names seen) of names that are files, char 0/0
+  // whiteouts, or `.wh.` files; the listing must be what a top-down reading of the rules gives.
+  it('lists each name once from its top-most layer, unless a whiteout at or a `.wh.` above hides it', async () => {
+    let seed = 12345
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return seed % n
+    }
+    const pool = Array.from({ length: 12 }, (_v, i) => `n${i}`)
+    for (let round = 0; round < 24; round++) {
+      const layerCount = 2 + (round % 7)
+      const layers = Array.from({ length: layerCount }, () => {
+        const t: Record<string, ReturnType<typeof file> | typeof WH> = {}
+        for (const n of pool) {
+          const r = rand(6)
+          if (r === 0) t[n] = file(n)
+          else if (r === 1) t[n] = WH
+          else if (r === 2) t[`.wh.${n}`] = file()
+          else if (r === 3) { t[n] = file(n); t[`.wh.${n}`] = file() }
+        }
+        return t
+      })
+      const expected: string[] = []
+      for (const n of pool) {
+        for (const t of layers) {
+          const e = t[n]
+          if (e !== undefined) {
+            if (e !== WH) expected.push(n)
+            break
+          }
+          if (t[`.wh.${n}`] !== undefined) break
+        }
+      }
+      const s = await stack({ upper: { d: dir(layers[0]) }, lowers: layers.slice(1).map(t => ({ d: dir(t) })) })
+      expect(await names(s.engine, '/d'), `round ${round}, ${layerCount} layers`).toEqual(expected.sort())
+    }
+  })
+})
+

@@ -82,11 +82,16 @@ export async function mergedListing (lookup: Lookup, dir: Node): Promise<MergedL
   return (await merge(lookup, dir)).listing
 }
 
+/** Up to how many layers a merge probes the listings above a name instead of keeping a set of the names seen. */
+const PROBE_LAYERS = 4
+
 /**
  * The merged listing, and whether some layer also holds names that cannot be
  * listed (not UTF-8). A name of layer i is hidden when a layer above holds
- * it (in any form: entry or whiteout) or a `.wh.` of it: the layers above
- * are probed, so that no set of every name seen is built.
+ * it (in any form: entry or whiteout) or a `.wh.` of it. Over a few layers
+ * the listings above are probed, so that no set of every name is built (for
+ * 200,000 names, megabytes); over more, a set of the names seen is kept, so
+ * that a merge of many layers costs a probe per name, not one per layer above it.
  */
 async function merge (lookup: Lookup, dir: Node): Promise<{ listing: MergedListing, unrepresentable: boolean }> {
   const layers: CompactListing[] = []
@@ -102,6 +107,8 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ listing: MergedListi
   const from = new Uint16Array(bound)
   /** Names a `.wh.NAME` in a layer above hides. */
   const hiddenBelow = new Set<string>()
+  /** Every name of the layers above (when not probed). */
+  const seen = layers.length > PROBE_LAYERS ? new Set<string>() : undefined
   let unrepresentable = false
   for (let li = 0; li < layers.length; li++) {
     const listing = layers[li] as CompactListing
@@ -118,7 +125,8 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ listing: MergedListi
         if (target !== undefined) targets.push(target)
         continue
       }
-      if (hiddenBelow.has(name) || heldAbove(layers, li, name)) continue
+      if (hiddenBelow.has(name) || (seen !== undefined ? seen.has(name) : heldAbove(layers, li, name))) continue
+      seen?.add(name)
       // Without d_type (DT_UNKNOWN) only lstat tells a whiteout; the entry is listed with its real type then.
       let dt = listing.dtAt(i)
       if (dt === DT_CHR || dt === DT_UNKNOWN) {

@@ -91,6 +91,8 @@ const MAX_LISTING_BYTES = 32 << 20
 /** The bytes of records handed to the addon at once when a listing is handed over (putListing). */
 const LISTING_CHUNK = 1 << 20
 const HEADER = 40
+/** The largest record of a name: its head, a key and a rel of PATH_MAX bytes each. */
+const RECORD_MAX = HEADER + 2 * 4096
 const NO_REL = 0xffffffff
 
 /**
@@ -535,7 +537,8 @@ export class FastNames {
     const parent = this.engine.lookup.getMaybe(dir)
     const last = parent instanceof Promise ? undefined : parent.dirs[parent.dirs.length - 1]
     const bottomKind = this.staticNlink ? 4 : 3
-    const recs = new Records(Math.min(LISTING_CHUNK, 256 + entries.length * 128) + (packed === undefined ? 0 : pad(HEADER + Buffer.byteLength(key) + packed.length)))
+    // Room for a chunk, the record that passes its end, and the last put's two.
+    const recs = new Records(Math.min(LISTING_CHUNK, entries.length * 128) + 2 * RECORD_MAX + (packed === undefined ? 0 : pad(HEADER + Buffer.byteLength(key) + packed.length)))
     for (let attempt = 0; attempt < 2; attempt++) {
       let epoch = -1
       const flush = (): boolean => {
@@ -559,14 +562,10 @@ export class FastNames {
         if (kind === 0 || !this.lowerRecord(recs, kind, path, layer, (hit.rel + '/' + name).slice(1))) recs.add(0, path, EMPTY_HEAD)
         if (recs.length >= LISTING_CHUNK && !flush()) break
       }
-      if (i < entries.length) {
-        if (gen !== this.gen) return false
-        continue
-      }
+      if (i < entries.length) continue
       recs.add(2, key, EMPTY_HEAD)
       if (packed !== undefined) recs.add(5, key, EMPTY_HEAD, packed)
       if (flush()) return true
-      if (gen !== this.gen) return false
     }
     return false
   }
