@@ -35,9 +35,8 @@ export class CompactListing {
   private readonly types: Uint8Array
   private readonly inos: Float64Array
 
-  /** From readdirRaw's answer. */
-  constructor (raw: Buffer) {
-    const n = direntCount(raw)
+  /** From readdirRaw's answer, of `n` entries. */
+  constructor (raw: Buffer, n = direntCount(raw)) {
     this.names = new Array<string>(n)
     this.types = new Uint8Array(n)
     this.inos = new Float64Array(n)
@@ -83,12 +82,6 @@ export class CompactListing {
   /** Entry i's d_ino. */
   inoAt (i: number): number {
     return this.inos[i] as number
-  }
-
-  * [Symbol.iterator] (): IterableIterator<[string, EntryInfo]> {
-    for (let i = 0; i < this.names.length; i++) {
-      yield [this.names[i] as string, { type: dtType(this.types[i] as number), ino: this.inos[i] as number }]
-    }
   }
 }
 
@@ -149,11 +142,12 @@ export class DirIndex {
     } catch {
       return null
     }
-    if (direntCount(raw) > this.maxEntries || times > 3) {
+    const n = direntCount(raw)
+    if (n > this.maxEntries || times > 3) {
       this.uncacheable.set(dir, true)
       return null
     }
-    const m = new CompactListing(raw)
+    const m = new CompactListing(raw, n)
     this.cache.set(dir, m)
     return m
   }

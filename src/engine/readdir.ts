@@ -28,16 +28,14 @@ export class MergedListing {
     private readonly inos: Float64Array,
     /** Entry i comes from dirs[from[i]]. */
     private readonly from: Uint16Array,
-    readonly length: number,
   ) {}
+
+  get length (): number {
+    return this.names.length
+  }
 
   name (i: number): string {
     return this.names[i] as string
-  }
-
-  /** d_type (DT_* number). */
-  dt (i: number): number {
-    return this.dts[i] as number
   }
 
   type (i: number): EntryType {
@@ -142,7 +140,7 @@ async function merge (lookup: Lookup, dir: Node): Promise<{ listing: MergedListi
     }
     for (const name of targets) hiddenBelow.add(name)
   }
-  return { listing: new MergedListing(dir.dirs, names, dts, inos, from, names.length), unrepresentable }
+  return { listing: new MergedListing(dir.dirs, names, dts, inos, from), unrepresentable }
 }
 
 function heldAbove (layers: readonly CompactListing[], li: number, name: string): boolean {
