@@ -258,7 +258,10 @@ export function observe (root: string): Observation {
   const visit = (rel: string): void => {
     let names: string[]
     try { names = fs.readdirSync(rel === '' ? root : path.join(root, rel)) } catch (e) { problems.push(`readdir ${rel || '.'}: ${codeOf(e)}`); return }
-    if (new Set(names).size !== names.length) problems.push(`readdir ${rel || '.'}: duplicate names`)
+    if (new Set(names).size !== names.length) {
+      const twice = [...new Set(names.filter((n, i) => names.indexOf(n) !== i))]
+      problems.push(`readdir ${rel || '.'}: duplicate names ${JSON.stringify(twice)} in ${JSON.stringify(names)}`)
+    }
     for (const name of names.sort()) {
       const r = join(rel, name)
       if (name.startsWith('#ovlfs')) problems.push(`stray temporary visible in the merged view: ${r}`)
