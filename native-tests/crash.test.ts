@@ -281,7 +281,7 @@ describe('the crash model', () => {
   it('allows an append to stop at a page boundary it crosses, and nowhere else', () => {
     const before: Model = new Map([['big/b4', { t: 'big', i: 4, tail: '+12191\n+12192\n+12221\n' }]])
     const op: CrashOp = { op: 'append', path: 'big/b4', data: '+12230\n', fsync: true }
-    const tails = (size: number): string[] => intermediates(before, op, () => size).map(m => {
+    const tails = (size: number): string[] => intermediates(before, op, { length: (_i, tail) => size + Buffer.byteLength(tail) }).map(m => {
       const e = m.get('big/b4')
       return e?.t === 'big' ? e.tail : '?'
     })
@@ -400,7 +400,7 @@ describe('crashes and restarts', () => {
       const obs = observe(a.o.mnt)
       const candidates: Array<{ name: string, m: Model }> = [{ name: `after op ${done.completed} (completed ops only)`, m: states[done.completed]! }]
       if (inFlight !== null) {
-        for (const m of intermediates(states[inFlight]!, ops[inFlight]!, i => lowers.bigs[i]!.length)) candidates.push({ name: `op ${inFlight + 1} half done`, m })
+        for (const m of intermediates(states[inFlight]!, ops[inFlight]!, big)) candidates.push({ name: `op ${inFlight + 1} half done`, m })
         candidates.push({ name: `after op ${inFlight + 1} (the op in flight)`, m: states[inFlight + 1]! })
       }
       const verdicts = candidates.map(c => {

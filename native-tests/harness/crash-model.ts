@@ -95,10 +95,10 @@ export function applyOp (m: Model, op: CrashOp): Model {
 /**
  * Extra states a correct filesystem may show when `op` was cut short, besides the
  * states before and after it: create is open(O_CREAT) then write, so the file may be
- * there and empty; an append to a big file (at `bigLength(i)` plus its tail) may stop at
- * a page boundary it crosses. (A copy-up done before the write changes nothing visible.)
+ * there and empty; an append to a big file (at the end of its content, `big.length`) may
+ * stop at a page boundary it crosses. (A copy-up done before the write changes nothing visible.)
  */
-export function intermediates (before: Model, op: CrashOp, bigLength: (i: number) => number): Model[] {
+export function intermediates (before: Model, op: CrashOp, big: Pick<BigContent, 'length'>): Model[] {
   if (op.op === 'create') return [new Map(before).set(op.path, { t: 'file', data: '' })]
   if (op.op === 'append') {
     // A write cut short by the kill: the kernel's buffered write checks for a fatal signal
@@ -107,7 +107,7 @@ export function intermediates (before: Model, op: CrashOp, bigLength: (i: number
     // rest. Only a write that crosses a boundary can be cut, and only there.
     const e = before.get(op.path)
     if (e?.t !== 'big') return []
-    const at = bigLength(e.i) + Buffer.byteLength(e.tail, 'latin1')
+    const at = big.length(e.i, e.tail)
     const cuts: Model[] = []
     for (let k = 1; k < op.data.length; k++) {
       if ((at + k) % PAGE === 0) cuts.push(new Map(before).set(op.path, { ...e, tail: e.tail + op.data.slice(0, k) }))
