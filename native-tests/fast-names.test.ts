@@ -12,6 +12,7 @@
 // through the mount shows at once in the next lstat; (3) files the addon opened behave as on the
 // kernel's overlayfs, through a copy-up, an unlink and a rename of the open name.
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -237,6 +238,81 @@ print(json.dumps(out))
         expect(JSON.parse(k)).toEqual(['top', true, 'top+more', [8, true], 'write errno 9', 'b4', [2, 1], 'bottom'])
         expect(run(s.fuse.mnt)).toBe(k)
       })
+    } finally { removeTree(base) }
+  })
+
+  it('large reads of files the addon opened are spliced (patch item 33) and agree with the kernel byte for byte, through a copy-up', async () => {
+    // A read the addon answers with the file is spliced by libfuse from the layer's file into
+    // /dev/fuse; replies under two pages go through memory. Reads at odd offsets and sizes, across
+    // and past the end, a whole read in 1 MiB chunks, then an append through another open (a
+    // copy-up: the open file follows it, item 19's move) and a fresh open of the copy.
+    const SIZE = 3 * 1024 * 1024 + 123
+    let big = ''
+    for (let i = 0; big.length < SIZE; i++) big += `${i.toString(36)}:${'abcdefghijklmnopqrstuvwxyz'.slice(i % 26)}\n`
+    big = big.slice(0, SIZE)
+    const base = tempDir('ovlfs-splice-base-')
+    buildLayers(base, { lowers: [{ d: dir(), 'd/big': file(big), 'd/mid': file(big.slice(0, 9000)) }], upper: {} })
+    const script = `
+import hashlib, json, os, sys
+m, size = sys.argv[1], int(sys.argv[2])
+out = []
+os.listdir(m + '/d')
+def whole(p):
+    h, n = hashlib.sha256(), 0
+    fd = os.open(p, os.O_RDONLY)
+    while True:
+        b = os.read(fd, 1 << 20)
+        if not b: break
+        h.update(b); n += len(b)
+    os.close(fd)
+    return [n, h.hexdigest()]
+out.append(whole(m + '/d/big'))
+out.append(whole(m + '/d/mid'))
+fd = os.open(m + '/d/big', os.O_RDONLY)
+for off, n in [(0, 1 << 20), (4095, 8193), ((1 << 20) + 1, 2 * 131072 + 7), (size - 200, 200), (size - 100, 5000), (size, 10), (size + 5000, 10), (77, 1)]:
+    b = os.pread(fd, n, off)
+    out.append([off, len(b), hashlib.sha256(b).hexdigest()])
+w = os.open(m + '/d/big', os.O_WRONLY | os.O_APPEND)
+os.write(w, b'TAIL')
+os.close(w)
+out.append(os.pread(fd, 100, size - 6).decode())
+b = os.pread(fd, 3 * 131072, size - 2 * 131072)
+out.append([len(b), hashlib.sha256(b).hexdigest()])
+os.close(fd)
+out.append(whole(m + '/d/big'))
+print(json.dumps(out))
+`
+    const run = (mnt: string): string => {
+      const r = spawnSync('python3', ['-c', script, mnt, String(SIZE)], { encoding: 'utf8' })
+      if (r.status !== 0) throw new Error(`python on ${mnt}: ${r.stderr}`)
+      return r.stdout
+    }
+    try {
+      await withBoth(base, 1, (s) => {
+        const k = run(s.kernel.mnt)
+        const parsed = JSON.parse(k) as unknown[]
+        expect(parsed[0]).toEqual([SIZE, createHash('sha256').update(big).digest('hex')])
+        expect(parsed[10]).toBe(big.slice(-6) + 'TAIL')
+        expect((parsed[12] as number[])[0]).toBe(SIZE + 4)
+        expect(run(s.fuse.mnt)).toBe(k)
+      })
+      // The addon answered the reads with the file: at least one READ per 128 KiB of the first
+      // whole read (a fresh mount's page cache is empty), counted at unmount.
+      const root = tempDir('ovlfs-splice-')
+      const mnt = path.join(root, 'mnt')
+      const work = path.join(root, 'work')
+      const upper = path.join(root, 'upper')
+      for (const d of [mnt, work, upper]) fs.mkdirSync(d)
+      const log = path.join(root, 'daemon.log')
+      const daemon = await mountForeground(mnt, `lowerdir=${path.join(base, 'lower0')},upperdir=${upper},workdir=${work}`, log, ['--log-level=info'])
+      try {
+        fs.readdirSync(path.join(mnt, 'd'))
+        expect(createHash('sha256').update(fs.readFileSync(path.join(mnt, 'd/big'))).digest('hex')).toBe(createHash('sha256').update(big).digest('hex'))
+      } finally { await daemon.stop() }
+      const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
+      expect(line, `no "fast names" line in ${log}`).toBeDefined()
+      expect((JSON.parse(line!) as { spliced: number }).spliced).toBeGreaterThanOrEqual(Math.floor(SIZE / 131072))
+      removeTree(root)
     } finally { removeTree(base) }
   })
 

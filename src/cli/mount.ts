@@ -167,6 +167,7 @@ export async function serve (req: ServeRequest): Promise<number> {
       cacheDirs: cacheDirs(options), noOpendir: process.env.OVLFS_NO_OPENDIR !== '0',
       // Without an upper layer nothing is copied up: reads may go to the layer's file in the kernel.
       passthrough: layers.upperdir === undefined && process.env.OVLFS_PASSTHROUGH !== '0',
+      spliceReads: process.env.OVLFS_SPLICE !== '0',
     })
     engine.onAttrsChanged = (ino, listing) => { fuse.invalidateIno(ino, listing === true) }
     await fuse.mount()
@@ -189,8 +190,8 @@ export async function serve (req: ServeRequest): Promise<number> {
       done = true
       clearInterval(timer)
       if (fastNames !== undefined) {
-        const [held, answered, absent, opened, setattrs, writes, creates, unlinks] = fastNames.stats()
-        log.info({ held, answered, absent, opened, setattrs, writes, creates, unlinks }, 'fast names')
+        const [held, answered, absent, opened, setattrs, writes, creates, unlinks, spliced] = fastNames.stats()
+        log.info({ held, answered, absent, opened, setattrs, writes, creates, unlinks, spliced }, 'fast names')
       }
       // Threads libfuse started and ended, and how many thread locals that took (patch item 30).
       log.info(fuse.threadStats(), 'libfuse threads')

@@ -237,6 +237,12 @@ export interface FuseMountOptions {
    */
   passthrough?: boolean;
   /**
+   * Reads of files the addon opened (item 19) are answered by splicing the
+   * file's pages into /dev/fuse (patch item 33; libfuse's splice_write):
+   * one copy of the data instead of two, and no buffer per READ. Default false.
+   */
+  spliceReads?: boolean;
+  /**
    * Per-request timeout in ms after which fuse-native answers ETIMEDOUT and
    * drops the handler's late answer. Default false (none): a slow copy-up must
    * not turn into a spurious error with a leaked handle.
@@ -344,6 +350,7 @@ export class FuseMount {
       cacheDirs: options.cacheDirs ?? false,
       noOpendir: options.noOpendir ?? false,
       passthrough: options.passthrough ?? false,
+      spliceReads: options.spliceReads ?? false,
       timeout: options.timeout ?? false,
       force: false,
       mkdir: false,

@@ -492,9 +492,9 @@ export class FastNames {
     }
   }
 
-  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created, unlinks it made]. */
+  /** [names held, lookups answered by the addon, of them absent names, files opened by the addon, chmod/chown/utimens it made, writes through lent fds, files it created, unlinks it made, reads it answered with the file (spliced)]. */
   stats (): number[] {
-    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0, 0, 0]
+    return this.table()?.fastStats() ?? [0, 0, 0, 0, 0, 0, 0, 0, 0]
   }
 
   /**

@@ -20,6 +20,8 @@ declare module 'fuse-native' {
       noOpendir?: boolean
       /** patched (item 32): read-only opens of lower files answered with a backing file (FUSE passthrough); only without an upper layer. */
       passthrough?: boolean
+      /** patched (item 33): reads of files the addon opened are spliced from the file to /dev/fuse (adds libfuse's splice_write). */
+      spliceReads?: boolean
     }
 
     interface RawContext {
