@@ -7,6 +7,7 @@
 // nothing behind (patch item 30). Mounts go through the CLI in a child process (fuse-native
 // must never be touched synchronously from the process that serves it).
 import { spawn, execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
@@ -241,6 +242,37 @@ print(len(bad), bad[:3])
     await unmount(o.mnt)
   })
 
+  it('readers of large lower files keep reading the right bytes while each file is copied up under them (spliced reads, patch item 33)', async () => {
+    // 8 reader threads pread 12 lower files (100 KB to 6 MiB) at random offsets and sizes through
+    // opens they keep for a while; a writer appends to file k from second 1 + 2k on (a copy-up, which
+    // the open readers must follow: item 19's move of the addon's fd), and the page cache is dropped
+    // every 0.1 s so reads keep reaching the daemon. Every byte read inside a file's lower size must
+    // be the lower's, every byte past it what was appended. The daemon counts the reads it answered
+    // with the file.
+    const o = freshOverlay(1)
+    const big = path.join(o.lowers[0]!, 'big')
+    fs.mkdirSync(big)
+    const sizes = [100000, 262144, 300001, 524288, 1000000, 1048577, 2000000, 3145728, 4194305, 5000000, 6000000, 6291456]
+    sizes.forEach((n, i) => { fs.writeFileSync(path.join(big, `f${i}`), randomBytes(n)) })
+    const log = path.join(path.dirname(o.mnt), 'daemon.log')
+    const daemon = await mountForeground(o.mnt, `lowerdir=${o.lowers[0]},upperdir=${o.upper},workdir=${o.work}`, log, ['--log-level=info'])
+    let out = ''
+    try {
+      fs.readdirSync(path.join(o.mnt, 'big'))
+      out = execFileSync('python3', ['-c', SPLICE_READERS, o.mnt, '26', o.lowers[0]!], { encoding: 'utf8', timeout: 120_000 })
+    } finally { await daemon.stop() }
+    const m = /^reads (\d+) errors \[\]$/m.exec(out)
+    expect(m, out).not.toBeNull()
+    expect(Number(m![1])).toBeGreaterThan(1000)
+    const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
+    expect(line, `no "fast names" line in ${log}`).toBeDefined()
+    expect((JSON.parse(line!) as { spliced: number }).spliced).toBeGreaterThan(1000)
+    for (const [i, n] of sizes.entries()) {
+      const up = fs.readFileSync(path.join(o.upper, 'big', `f${i}`))
+      expect(up.subarray(0, n).equals(fs.readFileSync(path.join(big, `f${i}`))), `f${i}'s copy-up keeps the lower bytes`).toBe(true)
+    }
+  }, 180_000)
+
   it('a merged directory of 100,000 entries over three layers lists each once', async () => {
     const o = freshOverlay(2)
     const dirs = [o.upper, ...o.lowers].map(l => path.join(l, 'big'))
@@ -259,3 +291,63 @@ print(len(bad), bad[:3])
     await unmount(o.mnt)
   }, 300_000)
 })
+
+/** Readers and a copying-up writer of big lower files (argv: mount, seconds, the lower layer). */
+const SPLICE_READERS = `
+# Concurrency check of spliced reads: readers pread big lower files at random offsets while a
+# writer appends to them (copy-up; open readers must follow) . Invariant: bytes inside the original
+# size equal the lower's; bytes past it equal what was appended so far (a prefix of APP).
+import os, random, sys, threading, time, hashlib
+mnt, secs = sys.argv[1], float(sys.argv[2])
+names = sorted(os.listdir(mnt + '/big'))
+orig = {n: open(sys.argv[3] + '/big/' + n, 'rb').read() for n in names}
+APP = b''.join(b'%08d' % i for i in range(20000))  # 160,000 bytes appended in chunks
+errors, reads, lock = [], [0], threading.Lock()
+stop = time.time() + secs
+def reader(seed):
+    r = random.Random(seed)
+    while time.time() < stop and not errors:
+        n = r.choice(names); o = orig[n]
+        fd = os.open(mnt + '/big/' + n, os.O_RDONLY)
+        try:
+            for _ in range(r.randint(1, 20)):
+                off = r.randint(0, len(o) + 200000); ln = r.choice([1, 4095, 4096, 8193, 65536, 131072, 131073, 1 << 20])
+                b = os.pread(fd, ln, off)
+                end = off + len(b)
+                inside = b[:max(0, min(end, len(o)) - off)]
+                if inside != o[off:off + len(inside)]:
+                    errors.append('%s: %d bytes at %d differ from the lower' % (n, len(inside), off)); return
+                past = b[len(inside):]
+                if past:
+                    s = max(off, len(o)) - len(o)
+                    if past != APP[s:s + len(past)]:
+                        errors.append('%s: %d bytes past the lower size at %d differ from the append' % (n, len(past), off)); return
+                with lock: reads[0] += 1
+        finally:
+            os.close(fd)
+def writer():
+    r = random.Random(7)
+    pos = {n: 0 for n in names}
+    t0 = time.time()
+    while time.time() < stop and not errors:
+        # file k is copied up at 1 + 2k s; until then readers read it through the addon's fd
+        up = [m for k, m in enumerate(names) if time.time() - t0 > 1 + 2 * k]
+        if not up:
+            time.sleep(0.05); continue
+        n = r.choice(up)
+        if pos[n] >= len(APP): continue
+        k = r.choice([8, 4096, 65536])
+        fd = os.open(mnt + '/big/' + n, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, APP[pos[n]:pos[n] + k]); os.close(fd)
+        pos[n] = min(len(APP), pos[n] + k)
+        time.sleep(r.random() * 0.05)
+def dropper():
+    while time.time() < stop and not errors:
+        with open('/proc/sys/vm/drop_caches', 'w') as f: f.write('1')
+        time.sleep(0.1)
+ts = [threading.Thread(target=reader, args=(i,)) for i in range(8)] + [threading.Thread(target=writer), threading.Thread(target=dropper)]
+for t in ts: t.start()
+for t in ts: t.join()
+print('reads', reads[0], 'errors', errors[:5])
+sys.exit(1 if errors else 0)
+`
