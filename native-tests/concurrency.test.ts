@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { sleep } from './harness/daemon'
+import { logLine, sleep } from './harness/daemon'
 import { startEioFs } from './harness/eio-fs-server'
 import { mountForeground, mountFuse, removeTree, tempDir, unmount, unmountAll, type Overlay } from './harness/mounts'
 
@@ -146,9 +146,7 @@ describe('concurrency', () => {
     } finally {
       await daemon.stop()
     }
-    const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"libfuse threads"'))
-    expect(line, `no "libfuse threads" line in ${log}`).toBeDefined()
-    const t = JSON.parse(line!) as { made: number, reused: number, ended: number }
+    const t = logLine<{ made: number, reused: number, ended: number }>(log, 'libfuse threads')
     // The bursts made libfuse start threads (else this test shows nothing) ...
     expect(t.made + t.reused, 'threads started').toBeGreaterThanOrEqual(200)
     // ... the locals made are bounded by the threads alive at once (64 readers, libfuse's own), not by the threads started ...
@@ -264,9 +262,7 @@ print(len(bad), bad[:3])
     const m = /^reads (\d+) errors \[\]$/m.exec(out)
     expect(m, out).not.toBeNull()
     expect(Number(m![1])).toBeGreaterThan(1000)
-    const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
-    expect(line, `no "fast names" line in ${log}`).toBeDefined()
-    expect((JSON.parse(line!) as { spliced: number }).spliced).toBeGreaterThan(1000)
+    expect(logLine<{ spliced: number }>(log, 'fast names').spliced).toBeGreaterThan(1000)
     for (const [i, n] of sizes.entries()) {
       const up = fs.readFileSync(path.join(o.upper, 'big', `f${i}`))
       expect(up.subarray(0, n).equals(fs.readFileSync(path.join(big, `f${i}`))), `f${i}'s copy-up keeps the lower bytes`).toBe(true)
@@ -295,9 +291,9 @@ print(len(bad), bad[:3])
 /** Readers and a copying-up writer of big lower files (argv: mount, seconds, the lower layer). */
 const SPLICE_READERS = `
 # Concurrency check of spliced reads: readers pread big lower files at random offsets while a
-# writer appends to them (copy-up; open readers must follow) . Invariant: bytes inside the original
+# writer appends to them (copy-up; open readers must follow). Invariant: bytes inside the original
 # size equal the lower's; bytes past it equal what was appended so far (a prefix of APP).
-import os, random, sys, threading, time, hashlib
+import os, random, sys, threading, time
 mnt, secs = sys.argv[1], float(sys.argv[2])
 names = sorted(os.listdir(mnt + '/big'))
 orig = {n: open(sys.argv[3] + '/big/' + n, 'rb').read() for n in names}

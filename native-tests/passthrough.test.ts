@@ -15,6 +15,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, hardlink, symlink, type Layer } from './harness/layers'
+import { logLine } from './harness/daemon'
 import { mountForeground, mountKernelLowers, removeTree, tempDir, unmount, unmountAll } from './harness/mounts'
 
 afterAll(unmountAll)
@@ -85,19 +86,6 @@ print(json.dumps({'bad': bad[:20], 'count': len(bad)}))
 
 interface PtStats { on: boolean, opens: number, backings: number, refused: number }
 
-function ptLine (log: string): PtStats {
-  const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"passthrough"'))
-  expect(line, `no "passthrough" line in ${log}:\n${fs.readFileSync(log, 'utf8')}`).toBeDefined()
-  return JSON.parse(line!) as PtStats
-}
-
-/** Reads the addon answered with the layer's file (patch item 33), from the daemon's "fast names" line. */
-function splicedReads (log: string): number {
-  const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"fast names"'))
-  expect(line, `no "fast names" line in ${log}`).toBeDefined()
-  return (JSON.parse(line!) as { spliced: number }).spliced
-}
-
 function readBytes (pid: number): number {
   const m = /^rchar: (\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'))
   return Number(m![1])
@@ -139,7 +127,7 @@ describe('passthrough (patch item 32)', () => {
     } finally {
       await daemon.stop()
     }
-    return { stats: ptLine(log), daemonRead, spliced: splicedReads(log) }
+    return { stats: logLine<PtStats>(log, 'passthrough'), daemonRead, spliced: logLine<{ spliced: number }>(log, 'fast names').spliced }
   }
 
   it('a mount without an upper layer: the kernel reads the layer files itself, with the same bytes as the kernel overlayfs', async () => {

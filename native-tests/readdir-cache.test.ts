@@ -21,6 +21,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { buildLayers, dir, file, type LayerSet } from './harness/layers'
+import { logLine } from './harness/daemon'
 import { KERNEL_FULL_OPTS, mountForeground, removeTree, tempDir, unmountAll, withBoth } from './harness/mounts'
 import { apply, describe as describeOp, o, type Op } from './harness/ops'
 import { diff, snapshotMerged, snapshotUpper } from './harness/snapshot'
@@ -397,9 +398,7 @@ describe('directories opened without OPENDIR (patch item 31)', () => {
       } finally {
         await daemon.stop()
       }
-      const line = fs.readFileSync(log, 'utf8').split('\n').find(l => l.includes('"msg":"directories without OPENDIR"'))
-      expect(line, `no "directories without OPENDIR" line in ${log}`).toBeDefined()
-      return JSON.parse(line!) as { offered: boolean, handles: number, kept: number }
+      return logLine<{ offered: boolean, handles: number, kept: number }>(log, 'directories without OPENDIR')
     }
     try {
       const on = await run('on', {})

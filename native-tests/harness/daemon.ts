@@ -77,3 +77,14 @@ export async function lazyUnmount (mnt: string): Promise<void> {
 }
 
 export function sleep (ms: number): Promise<void> { return new Promise(resolve => setTimeout(resolve, ms)) }
+
+/**
+ * The daemon's JSON log line (--log-level info) whose msg is `msg`, parsed: the counts it logs
+ * when it unmounts. Throws, naming the log and showing its end, when there is no such line.
+ */
+export function logLine<T> (log: string, msg: string): T {
+  const text = fs.readFileSync(log, 'utf8')
+  const line = text.split('\n').find(l => l.includes(`"msg":${JSON.stringify(msg)}`))
+  if (line === undefined) throw new Error(`no "${msg}" line in ${log}:\n${text.slice(-4000)}`)
+  return JSON.parse(line) as T
+}
